@@ -1,0 +1,188 @@
+/* pg_streamagg 0.1: the catalog, the views and the SQL API. */
+
+\echo Use "CREATE EXTENSION pg_streamagg" to load this file. \quit
+
+-- Streams: where rows come from.  `options` may hold secrets (SASL
+-- passwords, SSL keys): only the table owner reads that column directly;
+-- a stream's owner reads it through streamagg.stream_options(name).
+CREATE TABLE streamagg.streams (
+    name         text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
+    topic        text NOT NULL,
+    brokers      text NOT NULL,
+    columns      text NOT NULL,
+    format       text NOT NULL CHECK (format IN ('json', 'csv', 'text')),
+    event_time   text,
+    start_from   text NOT NULL,
+    parallelism  int  NOT NULL CHECK (parallelism BETWEEN 1 AND 256),
+    on_error     text NOT NULL CHECK (on_error IN ('dead_letter', 'skip', 'stop')),
+    options      jsonb NOT NULL DEFAULT '{}',
+    owner        regrole NOT NULL,
+    state        text NOT NULL DEFAULT 'running'
+                 CHECK (state IN ('running', 'paused', 'stopped')),
+    last_error   text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Windows: what is maintained, and where.
+CREATE TABLE streamagg.windows (
+    name             text PRIMARY KEY,
+    stream           text NOT NULL REFERENCES streamagg.streams (name),
+    result_table     regclass NOT NULL,
+    state_table      regclass,
+    kind             text NOT NULL CHECK (kind IN ('tumbling', 'hopping', 'session', 'global')),
+    size             interval,
+    slide            interval,
+    session_gap      interval,
+    group_by         text,
+    aggregates       text NOT NULL,
+    filter           text,
+    allowed_lateness interval NOT NULL DEFAULT '0',
+    retention        interval,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON streamagg.windows (stream);
+
+-- Consumer offsets, committed in the same transaction as the window rows
+-- and dead letters they cover.  `epoch` fences workers: a worker claims
+-- its partitions with a fresh epoch and every commit checks it, so two
+-- workers can never both commit the same partition; changing a stream's
+-- windows resets the epoch, which makes its workers reload.
+CREATE TABLE streamagg.offsets (
+    stream          text NOT NULL REFERENCES streamagg.streams (name) ON DELETE CASCADE,
+    partition       int NOT NULL,
+    next_offset     bigint NOT NULL,
+    epoch           bigint NOT NULL DEFAULT 0,
+    max_event_time  timestamptz,
+    messages        bigint NOT NULL DEFAULT 0,
+    dead_letters    bigint NOT NULL DEFAULT 0,
+    last_commit     timestamptz,
+    PRIMARY KEY (stream, partition)
+);
+CREATE SEQUENCE streamagg.epoch_seq;
+
+-- Messages that could not be aggregated, and why.
+CREATE TABLE streamagg.dead_letters (
+    stream       text NOT NULL,
+    window_name  text,
+    partition    int NOT NULL,
+    "offset"     bigint NOT NULL,
+    key          bytea,
+    payload      bytea,
+    reason       text NOT NULL,
+    error        text,
+    received_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON streamagg.dead_letters (stream, partition, "offset");
+
+SELECT pg_catalog.pg_extension_config_dump('streamagg.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('streamagg.windows', '');
+SELECT pg_catalog.pg_extension_config_dump('streamagg.offsets', '');
+SELECT pg_catalog.pg_extension_config_dump('streamagg.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
+
+REVOKE ALL ON streamagg.streams FROM PUBLIC;
+GRANT SELECT (name, topic, brokers, columns, format, event_time, start_from,
+              parallelism, on_error, owner, state, last_error, created_at)
+    ON streamagg.streams TO PUBLIC;
+GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters TO PUBLIC;
+
+-- Live figures from shared memory.
+CREATE FUNCTION streamagg._live_partitions(
+    OUT stream text, OUT partition int, OUT pid int, OUT worker int,
+    OUT high_watermark bigint, OUT max_event_time timestamptz,
+    OUT last_message timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'sa_live_partitions' LANGUAGE C;
+
+CREATE FUNCTION streamagg._live_workers(
+    OUT stream text, OUT worker int, OUT pid int, OUT started_at timestamptz,
+    OUT watermark timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'sa_live_workers' LANGUAGE C;
+
+CREATE FUNCTION streamagg._request_manager() RETURNS void
+AS 'MODULE_PATHNAME', 'sa_request_manager' LANGUAGE C;
+
+-- One row per partition: committed offset, Kafka's high watermark, lag and
+-- the largest event time committed.
+CREATE VIEW streamagg.partitions AS
+SELECT o.stream, o.partition, o.next_offset AS "offset", l.high_watermark,
+       greatest(l.high_watermark - o.next_offset, 0) AS lag,
+       o.max_event_time, o.messages, o.dead_letters, o.last_commit, l.pid AS worker_pid
+FROM streamagg.offsets o
+LEFT JOIN streamagg._live_partitions() l USING (stream, partition);
+
+-- One row per stream.
+CREATE VIEW streamagg.status AS
+SELECT s.name AS stream,
+       CASE WHEN s.state <> 'running' THEN s.state
+            WHEN coalesce(w.workers, 0) >= s.parallelism THEN 'running'
+            WHEN NOT EXISTS (SELECT 1 FROM streamagg.windows x WHERE x.stream = s.name) THEN 'idle'
+            WHEN s.last_error IS NOT NULL THEN 'failing'
+            ELSE 'starting' END AS state,
+       coalesce(w.workers, 0) AS workers,
+       coalesce(p.partitions, 0) AS partitions,
+       p.lag,
+       coalesce(p.messages, 0) AS messages,
+       coalesce(p.dead_letters, 0) AS dead_letters,
+       p.watermark,
+       p.last_commit,
+       s.last_error
+FROM streamagg.streams s
+LEFT JOIN LATERAL (SELECT count(*)::int AS workers
+                   FROM streamagg._live_workers() lw WHERE lw.stream = s.name) w ON true
+LEFT JOIN LATERAL (SELECT count(*)::int AS partitions, sum(pp.lag)::bigint AS lag,
+                          sum(pp.messages)::bigint AS messages,
+                          sum(pp.dead_letters)::bigint AS dead_letters,
+                          min(pp.max_event_time) AS watermark,
+                          max(pp.last_commit) AS last_commit
+                   FROM streamagg.partitions pp WHERE pp.stream = s.name) p ON true;
+
+GRANT SELECT ON streamagg.status, streamagg.partitions TO PUBLIC;
+
+-- The API.
+CREATE FUNCTION streamagg.create_stream(
+    name        text,
+    topic       text,
+    brokers     text,
+    columns     text,
+    format      text DEFAULT 'json',
+    event_time  text DEFAULT NULL,
+    start_from  text DEFAULT 'earliest',
+    parallelism int DEFAULT 1,
+    on_error    text DEFAULT 'dead_letter',
+    options     jsonb DEFAULT '{}')
+RETURNS void AS 'MODULE_PATHNAME', 'sa_create_stream' LANGUAGE C CALLED ON NULL INPUT;
+
+CREATE FUNCTION streamagg.create_window(
+    name             text,
+    stream           text,
+    size             interval DEFAULT NULL,
+    slide            interval DEFAULT NULL,
+    group_by         text DEFAULT NULL,
+    aggregates       text DEFAULT 'count(*) AS count',
+    filter           text DEFAULT NULL,
+    allowed_lateness interval DEFAULT '0',
+    session_gap      interval DEFAULT NULL,
+    retention        interval DEFAULT NULL)
+RETURNS regclass AS 'MODULE_PATHNAME', 'sa_create_window' LANGUAGE C CALLED ON NULL INPUT;
+
+CREATE FUNCTION streamagg.drop_window(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'sa_drop_window' LANGUAGE C STRICT;
+
+CREATE FUNCTION streamagg.drop_stream(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'sa_drop_stream' LANGUAGE C STRICT;
+
+CREATE FUNCTION streamagg.pause(stream text) RETURNS void
+AS 'MODULE_PATHNAME', 'sa_pause' LANGUAGE C STRICT;
+
+CREATE FUNCTION streamagg.resume(stream text) RETURNS void
+AS 'MODULE_PATHNAME', 'sa_resume' LANGUAGE C STRICT;
+
+-- "to" is a reserved word in SQL: in named notation write "to" => ...
+CREATE FUNCTION streamagg.reset_offsets(stream text, "to" text DEFAULT 'earliest')
+RETURNS void AS 'MODULE_PATHNAME', 'sa_reset_offsets' LANGUAGE C STRICT;
+
+CREATE FUNCTION streamagg.stream_options(name text) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'sa_stream_options' LANGUAGE C STRICT;
+
+-- Start serving this database now rather than at the next server start.
+SELECT streamagg._request_manager();

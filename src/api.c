@@ -1,0 +1,551 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *		The SQL API: create_stream, create_window, drop_window,
+ *		drop_stream, pause, resume, reset_offsets, stream_options.
+ *
+ * Everything is checked before anything is stored, so a call either
+ * fails with an error that says what to fix or leaves a definition the
+ * workers can run.  Result tables are created as (and owned by) the
+ * caller; the extension's own tables are written as the bootstrap
+ * superuser after the caller's ownership of the stream has been checked.
+ *
+ * Every change to a stream's windows resets the epoch of its offsets
+ * rows, which makes running workers throw their batch away and reload the
+ * definitions (see worker.c): a new window starts at the stream's
+ * committed offsets.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "window.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+PG_FUNCTION_INFO_V1(sa_create_stream);
+PG_FUNCTION_INFO_V1(sa_create_window);
+PG_FUNCTION_INFO_V1(sa_drop_window);
+PG_FUNCTION_INFO_V1(sa_drop_stream);
+PG_FUNCTION_INFO_V1(sa_pause);
+PG_FUNCTION_INFO_V1(sa_resume);
+PG_FUNCTION_INFO_V1(sa_reset_offsets);
+PG_FUNCTION_INFO_V1(sa_stream_options);
+
+bool
+sa_is_owner(Oid owner)
+{
+	return has_privs_of_role(GetUserId(), owner);
+}
+
+static char *
+arg_text(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+	{
+		if (what == NULL)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	}
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+/* Run a statement on the extension's own tables, as the bootstrap superuser. */
+static uint64
+catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			rc;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (rc != expect)
+		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static uint64
+catalog_exec1(const char *sql, const char *arg, int expect)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(arg)};
+
+	return catalog_exec(sql, 1, types, values, expect);
+}
+
+/* Load a stream (as the superuser) and check the caller owns it. */
+static SaStream *
+owned_stream(const char *name)
+{
+	Oid			save_user;
+	int			save_sec;
+	SaStream   *st;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	st = sa_load_stream(name);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (!sa_is_owner(st->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of stream \"%s\"", name)));
+	return st;
+}
+
+/* Make running workers of a stream drop their batch and reload. */
+static void
+reset_epoch(const char *stream)
+{
+	catalog_exec1("UPDATE streamagg.offsets SET epoch = 0 WHERE stream = $1", stream, SPI_OK_UPDATE);
+}
+
+static void
+check_start_from(const char *start_from)
+{
+	if (strcmp(start_from, "earliest") == 0 || strcmp(start_from, "latest") == 0)
+		return;
+	(void) DirectFunctionCall3(timestamptz_in, CStringGetDatum(start_from),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/* Check a stream definition as fully as can be done without Kafka. */
+static void
+check_stream(SaStream *st, const char *columns, const char *event_time)
+{
+	st->cols = sa_parse_columns(columns, &st->ncols);
+	if (st->ncols == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream \"%s\" needs at least one column", st->name)));
+	sa_add_meta_columns(st);
+	if (st->format == SA_FORMAT_TEXT && st->ncols != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("format 'text' takes exactly one column, not %d", st->ncols),
+				 errhint("The whole payload goes into that column.")));
+	if (event_time)
+	{
+		int			col = sa_column_index(st, event_time);
+
+		if (col < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("event_time column \"%s\" is not a column of stream \"%s\"",
+							event_time, st->name)));
+		if (!st->cols[col].is_timestamptz)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("event_time column \"%s\" must be of type timestamptz, not %s",
+							event_time, format_type_be(st->cols[col].typid))));
+	}
+	if (st->parallelism < 1 || st->parallelism > 256)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parallelism must be between 1 and 256")));
+	check_start_from(st->start_from);
+	sa_apply_stream_options(st, true);
+}
+
+Datum
+sa_create_stream(PG_FUNCTION_ARGS)
+{
+	SaStream   *st = palloc0(sizeof(SaStream));
+	char	   *columns;
+	char	   *event_time;
+	char	   *format;
+	char	   *on_error;
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, INT4OID, TEXTOID, JSONBOID};
+	Datum		values[10];
+	Oid			owner_type[1] = {OIDOID};
+
+	st->name = arg_text(fcinfo, 0, "name");
+	st->topic = arg_text(fcinfo, 1, "topic");
+	st->brokers = arg_text(fcinfo, 2, "brokers");
+	columns = arg_text(fcinfo, 3, "columns");
+	format = arg_text(fcinfo, 4, "format");
+	event_time = arg_text(fcinfo, 5, NULL);
+	st->start_from = arg_text(fcinfo, 6, "start_from");
+	st->parallelism = PG_ARGISNULL(7) ? 1 : PG_GETARG_INT32(7);
+	on_error = arg_text(fcinfo, 8, "on_error");
+	st->options = PG_ARGISNULL(9) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
+		: PG_GETARG_JSONB_P(9);
+
+	if (strlen(st->name) == 0 || strlen(st->name) >= SA_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("stream name must have 1 to %d characters", SA_NAME_LEN - 1)));
+	st->format = sa_parse_format(format);
+	st->on_error = sa_parse_on_error(on_error);
+	if (event_time && strcmp(event_time, "kafka_timestamp") == 0)
+		event_time = NULL;
+
+	SPI_connect();
+	if (catalog_exec1("SELECT 1 FROM streamagg.streams WHERE name = $1", st->name, SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("stream \"%s\" already exists", st->name)));
+	check_stream(st, columns, event_time);
+
+	values[0] = CStringGetTextDatum(st->name);
+	values[1] = CStringGetTextDatum(st->topic);
+	values[2] = CStringGetTextDatum(st->brokers);
+	values[3] = CStringGetTextDatum(columns);
+	values[4] = CStringGetTextDatum(format);
+	values[5] = event_time ? CStringGetTextDatum(event_time) : (Datum) 0;
+	values[6] = CStringGetTextDatum(st->start_from);
+	values[7] = Int32GetDatum(st->parallelism);
+	values[8] = CStringGetTextDatum(on_error);
+	values[9] = JsonbPGetDatum(st->options);
+	{
+		Oid			save_user;
+		int			save_sec;
+		Datum		owner[1] = {ObjectIdGetDatum(GetUserId())};
+		Oid			alltypes[11];
+		Datum		allvalues[11];
+		char		allnulls[12] = "           ";
+		int			rc;
+
+		memcpy(alltypes, types, sizeof(types));
+		memcpy(allvalues, values, sizeof(values));
+		alltypes[10] = owner_type[0];
+		allvalues[10] = owner[0];
+		if (!event_time)
+			allnulls[5] = 'n';
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		rc = SPI_execute_with_args("INSERT INTO streamagg.streams (name, topic, brokers, columns, format, "
+								   "event_time, start_from, parallelism, on_error, options, owner) "
+								   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::regrole)",
+								   11, alltypes, allvalues, allnulls, false, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "could not store stream \"%s\"", st->name);
+	}
+	SPI_finish();
+	sa_request_database(MyDatabaseId);
+	PG_RETURN_VOID();
+}
+
+static int64
+positive_interval(FunctionCallInfo fcinfo, int n, const char *what, bool zero_ok)
+{
+	int64		us;
+
+	if (PG_ARGISNULL(n))
+		return -1;
+	us = sa_interval_usecs(PG_GETARG_INTERVAL_P(n), what);
+	if (us < 0 || (us == 0 && !zero_ok))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s", what, zero_ok ? "zero or positive" : "positive")));
+	return us;
+}
+
+/* Size, slide, gap and lateness of a new window, checked. */
+static void
+set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
+{
+	w->size_us = positive_interval(fcinfo, 2, "size", false);
+	w->slide_us = positive_interval(fcinfo, 3, "slide", false);
+	w->lateness_us = PG_ARGISNULL(7) ? 0 : positive_interval(fcinfo, 7, "allowed_lateness", true);
+	w->gap_us = positive_interval(fcinfo, 8, "session_gap", false);
+	w->retention_us = positive_interval(fcinfo, 9, "retention", false);
+
+	if (w->size_us > 0 && w->gap_us > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a window has either a size or a session_gap, not both")));
+	if (w->slide_us > 0 && w->size_us <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("slide needs a size")));
+	if (w->slide_us > w->size_us)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("slide (%s) must not be larger than size",
+						DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(3)))),
+				 errhint("A slide larger than the size would leave gaps between windows.")));
+	if (w->slide_us > 0 && (w->size_us % w->slide_us != 0 || w->size_us / w->slide_us > 1000))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("size must be a multiple of slide, at most 1000 times it")));
+
+	if (w->gap_us > 0)
+		w->kind = SA_WIN_SESSION;
+	else if (w->size_us <= 0)
+		w->kind = SA_WIN_GLOBAL;
+	else if (w->slide_us > 0 && w->slide_us < w->size_us)
+		w->kind = SA_WIN_HOPPING;
+	else
+	{
+		w->kind = SA_WIN_TUMBLING;
+		w->slide_us = w->size_us;
+	}
+	if (w->kind == SA_WIN_SESSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("session windows are not supported yet")));
+}
+
+static const char *const kind_names[] = {"tumbling", "hopping", "session", "global"};
+
+/* Create the result table (as the caller) and, for avg, its state table. */
+static void
+create_tables(SaWindow *w, RangeVar *rv)
+{
+	char	   *qualname = rv->schemaname ?
+		quote_qualified_identifier(rv->schemaname, rv->relname) : (char *) quote_identifier(rv->relname);
+
+	if (SPI_execute(sa_window_create_sql(w, qualname, false), false, 0) < 0)
+		elog(ERROR, "could not create table %s", qualname);
+	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
+	if (w->navg > 0)
+	{
+		char	   *state = psprintf("streamagg.%s",
+									 quote_identifier(psprintf("avg_state_%u", w->result_rel)));
+		Oid			save_user;
+		int			save_sec;
+		Oid			me = GetUserId();
+
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		SPI_execute(sa_window_create_sql(w, state, true), false, 0);
+		SPI_execute(psprintf("ALTER TABLE %s OWNER TO %s", state,
+							 quote_identifier(GetUserNameFromId(me, false))), false, 0);
+		SetUserIdAndSecContext(save_user, save_sec);
+		w->state_rel = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(state)));
+	}
+}
+
+static Datum
+interval_arg(FunctionCallInfo fcinfo, int n, char *null)
+{
+	*null = PG_ARGISNULL(n) ? 'n' : ' ';
+	return PG_ARGISNULL(n) ? (Datum) 0 : PG_GETARG_DATUM(n);
+}
+
+Datum
+sa_create_window(PG_FUNCTION_ARGS)
+{
+	char	   *name = arg_text(fcinfo, 0, "name");
+	char	   *stream = arg_text(fcinfo, 1, "stream");
+	char	   *group_by = arg_text(fcinfo, 4, NULL);
+	char	   *aggregates = arg_text(fcinfo, 5, "aggregates");
+	char	   *filter = arg_text(fcinfo, 6, NULL);
+	RangeVar   *rv;
+	SaStream   *st;
+	SaWindow   *w;
+	Oid			types[14] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
+		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
+	Datum		values[14];
+	char		nulls[14] = "             ";
+
+	SPI_connect();
+	st = owned_stream(stream);
+	if (catalog_exec1("SELECT 1 FROM streamagg.windows WHERE name = $1", name, SPI_OK_SELECT) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("window \"%s\" already exists", name)));
+	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
+	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s\" already exists", name),
+				 errhint("The window's name is the name of its result table; choose another name.")));
+
+	w = sa_compile_window(st, name, group_by, aggregates, filter);
+	set_window_timing(w, fcinfo);
+	create_tables(w, rv);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(stream);
+	values[2] = ObjectIdGetDatum(w->result_rel);
+	values[3] = ObjectIdGetDatum(w->state_rel);
+	nulls[3] = OidIsValid(w->state_rel) ? ' ' : 'n';
+	values[4] = CStringGetTextDatum(kind_names[w->kind]);
+	values[5] = interval_arg(fcinfo, 2, &nulls[5]);
+	values[6] = interval_arg(fcinfo, 3, &nulls[6]);
+	values[7] = interval_arg(fcinfo, 8, &nulls[7]);
+	values[8] = group_by ? CStringGetTextDatum(group_by) : (Datum) 0;
+	nulls[8] = group_by ? ' ' : 'n';
+	values[9] = CStringGetTextDatum(aggregates);
+	values[10] = filter ? CStringGetTextDatum(filter) : (Datum) 0;
+	nulls[10] = filter ? ' ' : 'n';
+	values[11] = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+													   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
+		: PG_GETARG_DATUM(7);
+	values[12] = interval_arg(fcinfo, 9, &nulls[12]);
+	{
+		Oid			save_user;
+		int			save_sec;
+
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		if (SPI_execute_with_args("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
+								  "kind, size, slide, session_gap, group_by, aggregates, filter, "
+								  "allowed_lateness, retention) "
+								  "VALUES ($1, $2, $3::regclass, $4::regclass, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+								  13, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not store window \"%s\"", name);
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	reset_epoch(stream);
+	SPI_finish();
+	sa_request_database(MyDatabaseId);
+	PG_RETURN_OID(w->result_rel);
+}
+
+/* Drop one window: its definition, result table and state table. */
+static void
+drop_window(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	char	   *stream;
+	bool		isnull;
+	Datum		result;
+	Datum		state;
+	bool		state_null;
+
+	catalog_exec("SELECT stream, result_table::oid, state_table::oid FROM streamagg.windows WHERE name = $1",
+				 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("window \"%s\" does not exist", name)));
+	stream = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &state_null);
+	(void) owned_stream(stream);
+
+	catalog_exec("DELETE FROM streamagg.windows WHERE name = $1", 1, types, values, SPI_OK_DELETE);
+	if (get_rel_name(DatumGetObjectId(result)) != NULL)
+		SPI_execute(psprintf("DROP TABLE %s",
+							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(result))),
+														get_rel_name(DatumGetObjectId(result)))),
+					false, 0);
+	if (!state_null && get_rel_name(DatumGetObjectId(state)) != NULL)
+		SPI_execute(psprintf("DROP TABLE streamagg.%s",
+							 quote_identifier(get_rel_name(DatumGetObjectId(state)))), false, 0);
+	reset_epoch(stream);
+}
+
+Datum
+sa_drop_window(PG_FUNCTION_ARGS)
+{
+	SPI_connect();
+	drop_window(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+Datum
+sa_drop_stream(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		cascade = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	List	   *windows = NIL;
+	ListCell   *lc;
+
+	SPI_connect();
+	(void) owned_stream(name);
+	catalog_exec1("SELECT name FROM streamagg.windows WHERE stream = $1 ORDER BY name", name, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		windows = lappend(windows, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (windows != NIL && !cascade)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop stream \"%s\" because %d window(s) read it", name, list_length(windows)),
+				 errhint("Drop the windows first, or call streamagg.drop_stream('%s', cascade => true).", name)));
+	foreach(lc, windows)
+		drop_window(lfirst(lc));
+	catalog_exec1("DELETE FROM streamagg.offsets WHERE stream = $1", name, SPI_OK_DELETE);
+	catalog_exec1("DELETE FROM streamagg.dead_letters WHERE stream = $1", name, SPI_OK_DELETE);
+	catalog_exec1("DELETE FROM streamagg.streams WHERE name = $1", name, SPI_OK_DELETE);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+static void
+set_state(const char *name, const char *state)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(state)};
+
+	SPI_connect();
+	(void) owned_stream(name);
+	catalog_exec("UPDATE streamagg.streams SET state = $2, "
+				 "last_error = CASE WHEN $2 = 'running' THEN NULL ELSE last_error END "
+				 "WHERE name = $1", 2, types, values, SPI_OK_UPDATE);
+	SPI_finish();
+	sa_request_database(MyDatabaseId);
+}
+
+Datum
+sa_pause(PG_FUNCTION_ARGS)
+{
+	set_state(text_to_cstring(PG_GETARG_TEXT_PP(0)), "paused");
+	PG_RETURN_VOID();
+}
+
+Datum
+sa_resume(PG_FUNCTION_ARGS)
+{
+	set_state(text_to_cstring(PG_GETARG_TEXT_PP(0)), "running");
+	PG_RETURN_VOID();
+}
+
+/*
+ * Start a stream again from 'earliest', 'latest' or a time.  The offsets
+ * rows (and their counters) are removed and start_from is set: running
+ * workers find their rows gone at their next commit, reload, and claim
+ * the partitions afresh from the new start.  Window tables are left as
+ * they are.
+ */
+Datum
+sa_reset_offsets(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *to = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(to)};
+
+	check_start_from(to);
+	SPI_connect();
+	(void) owned_stream(name);
+	catalog_exec("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",
+				 2, types, values, SPI_OK_UPDATE);
+	catalog_exec1("DELETE FROM streamagg.offsets WHERE stream = $1", name, SPI_OK_DELETE);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The stream's options (they may hold secrets): for its owner only. */
+Datum
+sa_stream_options(PG_FUNCTION_ARGS)
+{
+	SaStream   *st;
+	Jsonb	   *copy;
+
+	SPI_connect();
+	st = owned_stream(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	copy = (Jsonb *) SPI_palloc(VARSIZE(st->options));
+	memcpy(copy, st->options, VARSIZE(st->options));
+	SPI_finish();
+	PG_RETURN_JSONB_P(copy);
+}

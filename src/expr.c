@@ -1,0 +1,142 @@
+/*-------------------------------------------------------------------------
+ *
+ * expr.c
+ *		Expressions over stream columns: group_by items, aggregate
+ *		arguments and filters.
+ *
+ * The user's text goes through PostgreSQL's own parser and analyzer, so
+ * every operator, function and cast works as in a query.  There is no
+ * table to refer to: a column reference is resolved by a parser hook into
+ * a parameter ($1 .. $n, one per stream column, metadata last), and the
+ * worker evaluates the compiled expression with the decoded message as
+ * the parameter values.  No SQL runs per message.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "pg_streamagg.h"
+
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_node.h"
+#include "parser/parser.h"
+
+static Node *
+sa_columnref_hook(ParseState *pstate, ColumnRef *cref)
+{
+	SaStream   *st = (SaStream *) pstate->p_ref_hook_state;
+	Node	   *field;
+	int			idx;
+	Param	   *param;
+
+	if (list_length(cref->fields) != 1)
+		return NULL;
+	field = linitial(cref->fields);
+	if (!IsA(field, String))
+		return NULL;
+	idx = sa_column_index(st, strVal(field));
+	if (idx < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" does not exist in stream \"%s\"",
+						strVal(field), st->name),
+				 errhint("Stream columns are the declared ones plus kafka_key, kafka_partition, kafka_offset and kafka_timestamp."),
+				 parser_errposition(pstate, cref->location)));
+
+	param = makeNode(Param);
+	param->paramkind = PARAM_EXTERN;
+	param->paramid = idx + 1;
+	param->paramtype = st->cols[idx].typid;
+	param->paramtypmod = st->cols[idx].typmod;
+	param->paramcollid = st->cols[idx].collation;
+	param->location = cref->location;
+	return (Node *) param;
+}
+
+/*
+ * Analyze one raw expression against the stream's columns.  Subqueries
+ * and set-returning functions are refused; aggregates are left for the
+ * caller to judge (allowed only at the top of an aggregate item).
+ */
+Node *
+sa_transform_expr(SaStream *st, Node *raw, const char *what)
+{
+	ParseState *pstate = make_parsestate(NULL);
+	Node	   *expr;
+
+	pstate->p_pre_columnref_hook = sa_columnref_hook;
+	pstate->p_ref_hook_state = st;
+	pstate->p_expr_kind = EXPR_KIND_SELECT_TARGET;
+
+	expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
+	if (pstate->p_hasSubLinks)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subqueries are not allowed in %s", what)));
+	if (pstate->p_hasTargetSRFs)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-returning functions are not allowed in %s", what)));
+	if (pstate->p_hasWindowFuncs)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("window functions are not allowed in %s", what)));
+	free_parsestate(pstate);
+	return expr;
+}
+
+static SelectStmt *
+parse_one_select(const char *sql, const char *what, const char *text)
+{
+	List	   *stmts;
+	RawStmt    *raw;
+	SelectStmt *sel;
+
+	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(stmts) != 1)
+		goto bad;
+	raw = linitial_node(RawStmt, stmts);
+	if (!IsA(raw->stmt, SelectStmt))
+		goto bad;
+	sel = (SelectStmt *) raw->stmt;
+	if (sel->fromClause || sel->groupClause || sel->havingClause ||
+		sel->sortClause || sel->limitCount || sel->limitOffset ||
+		sel->distinctClause || sel->windowClause || sel->op != SETOP_NONE ||
+		sel->withClause || sel->lockingClause || sel->intoClause)
+		goto bad;
+	return sel;
+
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("invalid %s: \"%s\"", what, text)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* "a, b AS x" -> list of ResTarget (name may be NULL). */
+List *
+sa_parse_target_list(const char *text, const char *what)
+{
+	SelectStmt *sel;
+
+	sel = parse_one_select(psprintf("SELECT %s", text), what, text);
+	if (sel->whereClause || sel->targetList == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid %s: \"%s\"", what, text)));
+	return sel->targetList;
+}
+
+/* A boolean condition -> raw expression. */
+Node *
+sa_parse_filter(const char *text)
+{
+	SelectStmt *sel;
+
+	sel = parse_one_select(psprintf("SELECT WHERE %s", text), "filter", text);
+	if (sel->targetList != NIL || sel->whereClause == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid filter: \"%s\"", text)));
+	return sel->whereClause;
+}

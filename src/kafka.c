@@ -1,0 +1,299 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka.c
+ *		The librdkafka consumer of a stream worker.
+ *
+ * Offsets come from streamagg.offsets, never from Kafka's consumer-group
+ * offsets: the worker assigns its partitions explicitly (no group
+ * membership, no rebalances) at the offsets committed in the database,
+ * and commits nothing to Kafka.
+ *
+ * librdkafka runs threads of its own.  None of them may touch PostgreSQL
+ * (elog, palloc, SPI), so its logs and errors are routed to the main
+ * queue (log.queue=true) and served by rd_kafka_poll() on the worker's own
+ * thread, where the callbacks below run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#define SA_METADATA_TIMEOUT_MS 10000
+
+static char last_kafka_error[512];
+
+/* Log callback: runs on the worker's thread (served by rd_kafka_poll). */
+static void
+sa_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	if (level <= 4)				/* warning and worse */
+		ereport(LOG, (errmsg("pg_streamagg kafka %s: %s", fac, buf)));
+}
+
+/*
+ * Error callback: runs on the worker's thread.  Transient errors (broker
+ * down, timeouts) are retried by librdkafka; each distinct one is logged
+ * once.  A fatal error ends the worker (the manager restarts it).
+ */
+static void
+sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	char		fatal[512];
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL &&
+		rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("fatal Kafka error: %s", fatal)));
+	if (strcmp(last_kafka_error, reason) != 0)
+	{
+		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
+		ereport(LOG,
+				(errmsg("pg_streamagg kafka: %s: %s", rd_kafka_err2name(err), reason)));
+	}
+}
+
+static bool
+conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errstr, size_t errlen)
+{
+	return rd_kafka_conf_set(conf, key, val, errstr, errlen) == RD_KAFKA_CONF_OK;
+}
+
+/*
+ * The consumer configuration of a stream: our defaults, then the user's
+ * options (which may override them).  Returns NULL with errstr set when a
+ * property is unknown or its value invalid.
+ */
+rd_kafka_conf_t *
+sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char		kbytes[32];
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	snprintf(kbytes, sizeof(kbytes), "%d", sa_queue_kbytes);
+	/* assign() wants a group id; nothing is ever committed under it */
+	if (!conf_set(conf, "group.id", psprintf("pg_streamagg.%s", st->name), errstr, errlen) ||
+		!conf_set(conf, "bootstrap.servers", st->brokers, errstr, errlen) ||
+		!conf_set(conf, "client.id", "pg_streamagg", errstr, errlen) ||
+		!conf_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
+		!conf_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
+		!conf_set(conf, "enable.partition.eof", "false", errstr, errlen) ||
+		!conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
+		!conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errlen) ||
+		!conf_set(conf, "fetch.wait.max.ms", "100", errstr, errlen) ||
+		!conf_set(conf, "log.queue", "true", errstr, errlen))
+		goto fail;
+
+	it = JsonbIteratorInit(&st->options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *val;
+
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE || strncmp(key, "streamagg.", 10) == 0)
+			continue;
+		if (v.type == jbvString)
+			val = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (v.type == jbvNumeric)
+			val = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+		else if (v.type == jbvBool)
+			val = pstrdup(v.val.boolean ? "true" : "false");
+		else
+			continue;
+		if (!conf_set(conf, key, val, errstr, errlen))
+			goto fail;
+	}
+	rd_kafka_conf_set_log_cb(conf, sa_kafka_log);
+	rd_kafka_conf_set_error_cb(conf, sa_kafka_error);
+	return conf;
+
+fail:
+	rd_kafka_conf_destroy(conf);
+	return NULL;
+}
+
+void
+sa_kafka_conf_destroy(rd_kafka_conf_t *conf)
+{
+	rd_kafka_conf_destroy(conf);
+}
+
+/* Create the consumer (not yet assigned). */
+void
+sa_kafka_start(SaWorker *w)
+{
+	char		errstr[512];
+	rd_kafka_conf_t *conf = sa_kafka_conf(w->st, errstr, sizeof(errstr));
+
+	if (conf == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Kafka option of stream \"%s\": %s", w->st->name, errstr)));
+	w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (w->rk == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not create a Kafka consumer for stream \"%s\": %s",
+						w->st->name, errstr)));
+	rd_kafka_set_log_queue(w->rk, NULL);
+	w->queue = rd_kafka_queue_get_consumer(w->rk);
+}
+
+/* Close and destroy the consumer; nothing is committed to Kafka. */
+void
+sa_kafka_stop(SaWorker *w)
+{
+	if (w->rk == NULL)
+		return;
+	if (w->queue)
+		rd_kafka_queue_destroy(w->queue);
+	w->queue = NULL;
+	rd_kafka_assign(w->rk, NULL);
+	rd_kafka_destroy_flags(w->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	w->rk = NULL;
+}
+
+/* Serve librdkafka's callbacks (logs, errors) on this thread. */
+void
+sa_kafka_serve(SaWorker *w)
+{
+	rd_kafka_poll(w->rk, 0);
+}
+
+/* A consumer error delivered as a message: logged once per distinct error. */
+void
+sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg)
+{
+	sa_kafka_error(w->rk, msg->err, rd_kafka_message_errstr(msg), NULL);
+}
+
+/*
+ * The partition ids of the stream's topic, in order.  Raises an error
+ * when the brokers cannot be reached or the topic does not exist.
+ */
+List *
+sa_kafka_partitions(SaWorker *w)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->st->topic, NULL);
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err;
+	List	   *parts = NIL;
+
+	err = rd_kafka_metadata(w->rk, 0, rkt, &md, SA_METADATA_TIMEOUT_MS);
+	rd_kafka_topic_destroy(rkt);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read the metadata of topic \"%s\" from %s: %s",
+						w->st->topic, w->st->brokers, rd_kafka_err2str(err))));
+	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :
+			RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+
+		rd_kafka_metadata_destroy(md);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("topic \"%s\" is not available: %s", w->st->topic, rd_kafka_err2str(terr))));
+	}
+	for (int i = 0; i < md->topics[0].partition_cnt; i++)
+		parts = lappend_int(parts, md->topics[0].partitions[i].id);
+	rd_kafka_metadata_destroy(md);
+	list_sort(parts, list_int_cmp);
+	return parts;
+}
+
+/*
+ * The first offset to read in a partition that has none committed yet:
+ * 'earliest', 'latest' or a timestamp (the first message at or after it).
+ */
+int64
+sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
+{
+	int64		lo,
+				hi;
+	rd_kafka_resp_err_t err;
+
+	err = rd_kafka_query_watermark_offsets(w->rk, w->st->topic, partition, &lo, &hi,
+										   SA_METADATA_TIMEOUT_MS);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read the offsets of partition %d of topic \"%s\": %s",
+						partition, w->st->topic, rd_kafka_err2str(err))));
+	if (strcmp(start_from, "earliest") == 0)
+		return lo;
+	if (strcmp(start_from, "latest") == 0)
+		return hi;
+	else
+	{
+		TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																 CStringGetDatum(start_from),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1)));
+		int64		ms = (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000;
+		rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+		int64		off;
+
+		rd_kafka_topic_partition_list_add(list, w->st->topic, partition)->offset = ms;
+		err = rd_kafka_offsets_for_times(w->rk, list, SA_METADATA_TIMEOUT_MS);
+		off = list->elems[0].offset;
+		rd_kafka_topic_partition_list_destroy(list);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not look up offsets by time in topic \"%s\": %s",
+							w->st->topic, rd_kafka_err2str(err))));
+		return off < 0 ? hi : off;
+	}
+}
+
+/* Start fetching every owned partition at its next offset. */
+void
+sa_kafka_assign(SaWorker *w)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(Max(w->nparts, 1));
+	rd_kafka_resp_err_t err;
+
+	for (int i = 0; i < w->nparts; i++)
+		rd_kafka_topic_partition_list_add(list, w->st->topic,
+										  w->parts[i].partition)->offset = w->parts[i].next_offset;
+	err = rd_kafka_assign(w->rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not assign the partitions of topic \"%s\": %s",
+						w->st->topic, rd_kafka_err2str(err))));
+}
+
+/* Publish committed offsets and Kafka's high watermarks for the status views. */
+void
+sa_kafka_update_watermarks(SaWorker *w)
+{
+	LWLockAcquire(sa_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < w->nparts; i++)
+	{
+		SaPartition *part = &w->parts[i];
+		int64		lo,
+					hi;
+
+		if (rd_kafka_get_watermark_offsets(w->rk, w->st->topic, part->partition,
+										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
+			part->live->high_watermark = hi;
+		part->live->committed = part->committed;
+		part->live->max_event_time = part->max_event_time;
+		part->live->last_message = part->last_message;
+	}
+	LWLockRelease(sa_lock);
+}

@@ -1,0 +1,689 @@
+/*-------------------------------------------------------------------------
+ *
+ * window.c
+ *		Window definitions, window assignment, and the in-memory
+ *		aggregation of one batch.
+ *
+ * A window is compiled once per worker: its group_by items, aggregate
+ * arguments and filter become executor expressions over the stream's
+ * columns (see expr.c).  For every message the worker evaluates them once,
+ * works out which windows the event time falls in (tumbling: one; hopping:
+ * size/slide of them; no-window: one running row) and folds the row into a
+ * hash table keyed by (window_start, group values).  At the end of the
+ * batch sink.c upserts one row per entry, combining it with what the table
+ * already holds, so the table always equals the GROUP BY over every
+ * message committed so far.
+ *
+ * Running values:  count -> bigint;  sum -> the type sum() returns;
+ * min/max -> the argument type, compared with the aggregate's own sort
+ * operator;  avg -> exact sum and count (kept in a companion state table
+ * between batches, so avg is never an average of averages).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "window.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_aggregate.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_oper.h"
+#include "parser/parse_target.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+char *
+sa_agg_kind_name(SaAggKind kind)
+{
+	switch (kind)
+	{
+		case SA_AGG_COUNT_STAR:
+		case SA_AGG_COUNT:
+			return "count";
+		case SA_AGG_SUM:
+			return "sum";
+		case SA_AGG_MIN:
+			return "min";
+		case SA_AGG_MAX:
+			return "max";
+		case SA_AGG_AVG:
+			return "avg";
+	}
+	return "?";
+}
+
+static void
+check_column_name(SaWindow *w, const char *name, int upto_groups, int upto_aggs)
+{
+	bool		dup = (strcmp(name, "window_start") == 0 || strcmp(name, "window_end") == 0);
+
+	for (int i = 0; i < upto_groups; i++)
+		dup |= strcmp(w->groups[i].name, name) == 0;
+	for (int i = 0; i < upto_aggs; i++)
+		dup |= strcmp(w->aggs[i].name, name) == 0;
+	if (dup)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_COLUMN),
+				 errmsg("column \"%s\" appears twice in window \"%s\"", name, w->name),
+				 errhint("Name group_by items and aggregates with AS, for example 'sum(bytes) AS bytes'.")));
+}
+
+static char *
+target_name(ResTarget *rt, const char *what)
+{
+	char	   *name = rt->name ? rt->name : FigureColname(rt->val);
+
+	if (name == NULL || strcmp(name, "?column?") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("%s item needs a name", what),
+				 errhint("Add AS name after the expression.")));
+	return name;
+}
+
+static void
+compile_groups(SaWindow *w, SaStream *st, const char *group_by)
+{
+	List	   *targets = group_by ? sa_parse_target_list(group_by, "group_by") : NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	w->ngroups = list_length(targets);
+	w->groups = palloc0(sizeof(SaGroupCol) * Max(w->ngroups, 1));
+	foreach(lc, targets)
+	{
+		ResTarget  *rt = lfirst_node(ResTarget, lc);
+		SaGroupCol *g = &w->groups[i];
+		TypeCacheEntry *tce;
+		Node	   *expr = sa_transform_expr(st, rt->val, "group_by");
+
+		if (contain_agg_clause(expr))
+			ereport(ERROR,
+					(errcode(ERRCODE_GROUPING_ERROR),
+					 errmsg("aggregate functions are not allowed in group_by")));
+		g->name = target_name(rt, "group_by");
+		check_column_name(w, g->name, i, 0);
+		g->expr = (Expr *) expr;
+		g->typid = exprType(expr);
+		g->typmod = exprTypmod(expr);
+		g->collation = exprCollation(expr);
+		get_typlenbyval(g->typid, &g->typlen, &g->typbyval);
+		tce = lookup_type_cache(g->typid, TYPECACHE_HASH_PROC_FINFO | TYPECACHE_EQ_OPR_FINFO);
+		if (!OidIsValid(tce->hash_proc) || !OidIsValid(tce->eq_opr))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("cannot group by \"%s\": type %s has no hash and equality functions",
+							g->name, format_type_be(g->typid))));
+		fmgr_info(tce->hash_proc, &g->hashfn);
+		fmgr_info(get_opcode(tce->eq_opr), &g->eqfn);
+		i++;
+	}
+}
+
+static Oid
+agg_sort_operator(Oid aggfnoid)
+{
+	HeapTuple	tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(aggfnoid));
+	Oid			sortop;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for aggregate %u", aggfnoid);
+	sortop = ((Form_pg_aggregate) GETSTRUCT(tup))->aggsortop;
+	ReleaseSysCache(tup);
+	return sortop;
+}
+
+static Expr *
+coerce_arg(Expr *arg, Oid target, const char *aggname)
+{
+	Node	   *c = coerce_to_target_type(NULL, (Node *) arg, exprType((Node *) arg),
+										  target, -1, COERCION_IMPLICIT,
+										  COERCE_IMPLICIT_CAST, -1);
+
+	if (c == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("cannot compute %s over type %s", aggname,
+						format_type_be(exprType((Node *) arg)))));
+	return (Expr *) c;
+}
+
+/* Turn one analyzed aggregate call into an SaAgg. */
+static void
+compile_agg(SaAgg *a, Aggref *ag, const char *text)
+{
+	char	   *fname = get_func_name(ag->aggfnoid);
+
+	if (get_func_namespace(ag->aggfnoid) != PG_CATALOG_NAMESPACE ||
+		ag->aggdistinct != NIL || ag->aggorder != NIL || ag->aggfilter != NULL ||
+		list_length(ag->args) > 1)
+		goto unsupported;
+
+	a->arg = ag->args ? ((TargetEntry *) linitial(ag->args))->expr : NULL;
+	a->collation = ag->inputcollid;
+	a->restype = ag->aggtype;
+	a->statetype = ag->aggtype;
+
+	if (strcmp(fname, "count") == 0)
+		a->kind = ag->aggstar ? SA_AGG_COUNT_STAR : SA_AGG_COUNT;
+	else if (strcmp(fname, "sum") == 0)
+		a->kind = SA_AGG_SUM;
+	else if (strcmp(fname, "min") == 0)
+		a->kind = SA_AGG_MIN;
+	else if (strcmp(fname, "max") == 0)
+		a->kind = SA_AGG_MAX;
+	else if (strcmp(fname, "avg") == 0)
+		a->kind = SA_AGG_AVG;
+	else
+		goto unsupported;
+
+	if (a->kind == SA_AGG_SUM || a->kind == SA_AGG_AVG)
+	{
+		Oid			plus = OpernameGetOprid(list_make1(makeString("+")),
+											a->statetype, a->statetype);
+
+		if (!OidIsValid(plus))
+			goto unsupported;
+		fmgr_info(get_opcode(plus), &a->addfn);
+		a->arg = coerce_arg(a->arg, a->statetype, fname);
+	}
+	else if (a->kind == SA_AGG_MIN || a->kind == SA_AGG_MAX)
+	{
+		Oid			sortop = agg_sort_operator(ag->aggfnoid);
+
+		if (!OidIsValid(sortop))
+			goto unsupported;
+		fmgr_info(get_opcode(sortop), &a->cmpfn);
+		a->arg = coerce_arg(a->arg, a->statetype, fname);
+	}
+	get_typlenbyval(a->statetype, &a->statelen, &a->statebyval);
+	return;
+
+unsupported:
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("unsupported aggregate \"%s\"", text),
+			 errhint("Use count(*), count(x), sum(x), min(x), max(x) or avg(x), without DISTINCT, ORDER BY or FILTER.")));
+}
+
+static void
+compile_aggs(SaWindow *w, SaStream *st, const char *aggregates)
+{
+	List	   *targets = sa_parse_target_list(aggregates, "aggregates");
+	ListCell   *lc;
+	int			i = 0;
+
+	w->naggs = list_length(targets);
+	w->aggs = palloc0(sizeof(SaAgg) * w->naggs);
+	foreach(lc, targets)
+	{
+		ResTarget  *rt = lfirst_node(ResTarget, lc);
+		SaAgg	   *a = &w->aggs[i];
+		Node	   *expr = sa_transform_expr(st, rt->val, "aggregates");
+
+		if (!IsA(expr, Aggref))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("aggregates item %d is not a single aggregate call", i + 1),
+					 errhint("Each item must be count(*), count(x), sum(x), min(x), max(x) or avg(x) over stream columns; compute further in a query or view on the result table.")));
+		compile_agg(a, (Aggref *) expr, get_func_name(((Aggref *) expr)->aggfnoid));
+		a->name = target_name(rt, "aggregates");
+		check_column_name(w, a->name, w->ngroups, i);
+		if (a->kind == SA_AGG_AVG)
+			w->navg++;
+		i++;
+	}
+}
+
+/*
+ * Compile a window's expressions against its stream.  Kind, size and the
+ * rest of the timing are filled in by the caller.
+ */
+SaWindow *
+sa_compile_window(SaStream *st, const char *name, const char *group_by,
+				  const char *aggregates, const char *filter)
+{
+	SaWindow   *w = palloc0(sizeof(SaWindow));
+
+	w->name = pstrdup(name);
+	w->retention_us = -1;
+	compile_groups(w, st, group_by);
+	compile_aggs(w, st, aggregates);
+	if (filter)
+	{
+		Node	   *f = sa_transform_expr(st, sa_parse_filter(filter), "filter");
+
+		if (contain_agg_clause(f))
+			ereport(ERROR,
+					(errcode(ERRCODE_GROUPING_ERROR),
+					 errmsg("aggregate functions are not allowed in filter")));
+		w->filter = (Expr *) coerce_to_boolean(NULL, f, "filter");
+	}
+	return w;
+}
+
+/* Build executor state for the expressions (in the current context). */
+void
+sa_window_prepare_exec(SaWindow *w)
+{
+	for (int i = 0; i < w->ngroups; i++)
+		w->groups[i].state = ExecInitExpr(expression_planner(w->groups[i].expr), NULL);
+	for (int i = 0; i < w->naggs; i++)
+		if (w->aggs[i].arg)
+			w->aggs[i].argstate = ExecInitExpr(expression_planner(w->aggs[i].arg), NULL);
+	if (w->filter)
+		w->filterstate = ExecInitExpr(expression_planner(w->filter), NULL);
+}
+
+/*
+ * Evaluate the window's expressions for the current message (its column
+ * values are the econtext's parameters).  Returns false when the filter
+ * drops the row.
+ */
+bool
+sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
+{
+	uint32		h = 0;
+
+	if (w->filterstate)
+	{
+		bool		isnull;
+		Datum		d = ExecEvalExprSwitchContext(w->filterstate, econtext, &isnull);
+
+		if (isnull || !DatumGetBool(d))
+			return false;
+	}
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		SaGroupCol *g = &w->groups[i];
+
+		in->keys[i] = ExecEvalExprSwitchContext(g->state, econtext, &in->keynulls[i]);
+		h = hash_combine(h, in->keynulls[i] ? 0x9e3779b9 :
+						 DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation,
+														  in->keys[i])));
+	}
+	in->keyhash = h;
+	for (int i = 0; i < w->naggs; i++)
+	{
+		if (w->aggs[i].argstate)
+			in->args[i] = ExecEvalExprSwitchContext(w->aggs[i].argstate, econtext,
+													&in->argnulls[i]);
+		else
+			in->argnulls[i] = false;
+	}
+	return true;
+}
+
+static int64
+floor_div(int64 a, int64 b)
+{
+	int64		q = a / b;
+
+	if ((a % b != 0) && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
+/* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
+#define SA_UNIX_OFFSET_US \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+/*
+ * The starts of the windows that hold event time t, oldest first.
+ * Returns how many (at most max).
+ */
+int
+sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max)
+{
+	int64		u = t + SA_UNIX_OFFSET_US;
+	int			n = 0;
+
+	switch (w->kind)
+	{
+		case SA_WIN_TUMBLING:
+			starts[n++] = floor_div(u, w->size_us) * w->size_us - SA_UNIX_OFFSET_US;
+			break;
+		case SA_WIN_HOPPING:
+			{
+				int64		last = floor_div(u, w->slide_us) * w->slide_us;
+				int64		first = last;
+
+				while (first - w->slide_us + w->size_us > u)
+					first -= w->slide_us;
+				for (int64 s = first; s <= last && n < max; s += w->slide_us)
+					starts[n++] = s - SA_UNIX_OFFSET_US;
+				break;
+			}
+		case SA_WIN_SESSION:
+			starts[n++] = t;
+			break;
+		case SA_WIN_GLOBAL:
+			starts[n++] = 0;
+			break;
+	}
+	return n;
+}
+
+static bool
+group_matches(SaWindow *w, SaGroup *g, uint32 hash, int64 wstart, SaRowInput *in)
+{
+	if (g->hash != hash || g->wstart != wstart)
+		return false;
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		if (g->keynulls[i] != in->keynulls[i])
+			return false;
+		if (!g->keynulls[i] &&
+			!DatumGetBool(FunctionCall2Coll(&w->groups[i].eqfn, w->groups[i].collation,
+											g->keys[i], in->keys[i])))
+			return false;
+	}
+	return true;
+}
+
+static void
+grow_index(SaWindow *w, MemoryContext cxt)
+{
+	uint32		n = w->nslots ? w->nslots * 2 : 1024;
+	SaGroup   **slots = MemoryContextAllocZero(cxt, sizeof(SaGroup *) * n);
+
+	for (int i = 0; i < w->nlist; i++)
+	{
+		uint32		pos = w->list[i]->hash & (n - 1);
+
+		while (slots[pos])
+			pos = (pos + 1) & (n - 1);
+		slots[pos] = w->list[i];
+	}
+	w->slots = slots;
+	w->nslots = n;
+}
+
+static SaGroup *
+new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext cxt)
+{
+	SaGroup    *g = MemoryContextAllocZero(cxt, offsetof(SaGroup, vals) +
+										   sizeof(SaAggValue) * w->naggs);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	g->hash = hash;
+	g->wstart = wstart;
+	g->wend = wstart + w->size_us;
+	g->keys = palloc(sizeof(Datum) * Max(w->ngroups, 1));
+	g->keynulls = palloc(sizeof(bool) * Max(w->ngroups, 1));
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		g->keynulls[i] = in->keynulls[i];
+		g->keys[i] = in->keynulls[i] ? (Datum) 0 :
+			datumCopy(in->keys[i], w->groups[i].typbyval, w->groups[i].typlen);
+	}
+	for (int i = 0; i < w->naggs; i++)
+		g->vals[i].isnull = true;
+	if (w->nlist == w->maxlist)
+	{
+		w->maxlist = w->maxlist ? w->maxlist * 2 : 1024;
+		w->list = w->list ? repalloc(w->list, sizeof(SaGroup *) * w->maxlist) :
+			palloc(sizeof(SaGroup *) * w->maxlist);
+	}
+	w->list[w->nlist++] = g;
+	MemoryContextSwitchTo(old);
+	return g;
+}
+
+/* Find (or add) the batch entry of a window start and the row's group. */
+static SaGroup *
+lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt)
+{
+	uint32		hash = hash_combine(in->keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
+	uint32		pos;
+	SaGroup    *g;
+
+	if ((w->nlist + 1) * 4 >= w->nslots * 3)
+		grow_index(w, cxt);
+	pos = hash & (w->nslots - 1);
+	while ((g = w->slots[pos]) != NULL)
+	{
+		if (group_matches(w, g, hash, wstart, in))
+			return g;
+		pos = (pos + 1) & (w->nslots - 1);
+	}
+	g = new_group(w, hash, wstart, in, cxt);
+	w->slots[pos] = g;
+	return g;
+}
+
+/* Fold one evaluated argument into a running value. */
+static void
+fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt)
+{
+	MemoryContext old;
+
+	if (a->kind == SA_AGG_COUNT_STAR)
+	{
+		v->count++;
+		return;
+	}
+	if (argnull)
+		return;
+	v->count++;
+	if (a->kind == SA_AGG_COUNT)
+		return;
+
+	old = MemoryContextSwitchTo(cxt);
+	if (v->isnull)
+	{
+		v->value = datumCopy(arg, a->statebyval, a->statelen);
+		v->isnull = false;
+	}
+	else if (a->kind == SA_AGG_SUM || a->kind == SA_AGG_AVG)
+	{
+		Datum		prev = v->value;
+
+		v->value = FunctionCall2Coll(&a->addfn, a->collation, prev, arg);
+		if (!a->statebyval)
+			pfree(DatumGetPointer(prev));
+	}
+	else if (DatumGetBool(FunctionCall2Coll(&a->cmpfn, a->collation, arg, v->value)))
+	{
+		if (!a->statebyval)
+			pfree(DatumGetPointer(v->value));
+		v->value = datumCopy(arg, a->statebyval, a->statelen);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* Fold one evaluated row into every window it falls in. */
+void
+sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt)
+{
+	int64		starts[1024];
+	int			n = sa_window_starts(w, in->event_time, starts, lengthof(starts));
+
+	for (int s = 0; s < n; s++)
+	{
+		SaGroup    *g = lookup_group(w, starts[s], in, batchcxt);
+
+		for (int i = 0; i < w->naggs; i++)
+			fold_value(&w->aggs[i], &g->vals[i], in->args[i], in->argnulls[i], batchcxt);
+	}
+}
+
+/* Forget the batch (its memory goes with the batch context). */
+void
+sa_window_reset(SaWindow *w)
+{
+	w->list = NULL;
+	w->nlist = 0;
+	w->maxlist = 0;
+	w->slots = NULL;
+	w->nslots = 0;
+}
+
+static void
+append_key_columns(StringInfo sql, SaWindow *w, bool with_types)
+{
+	bool		first = true;
+
+	if (w->kind != SA_WIN_GLOBAL)
+	{
+		appendStringInfo(sql, "window_start%s", with_types ? " timestamptz NOT NULL" : "");
+		first = false;
+	}
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		appendStringInfo(sql, "%s%s", first ? "" : ", ", quote_identifier(w->groups[i].name));
+		if (with_types)
+			appendStringInfo(sql, " %s",
+							 format_type_with_typemod(w->groups[i].typid, w->groups[i].typmod));
+		first = false;
+	}
+}
+
+/*
+ * DDL of the result table (state = false) or of the avg state table.
+ * Key: (window_start, group columns), NULL group values equal to each
+ * other as in GROUP BY.
+ */
+char *
+sa_window_create_sql(SaWindow *w, const char *qualname, bool state)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TABLE %s (", qualname);
+	if (w->kind != SA_WIN_GLOBAL)
+	{
+		appendStringInfoString(&sql, "window_start timestamptz NOT NULL");
+		if (!state)
+			appendStringInfoString(&sql, ", window_end timestamptz NOT NULL");
+		if (w->ngroups > 0)
+			appendStringInfoString(&sql, ", ");
+	}
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%s%s %s", i > 0 ? ", " : "",
+						 quote_identifier(w->groups[i].name),
+						 format_type_with_typemod(w->groups[i].typid, w->groups[i].typmod));
+	if (w->kind != SA_WIN_GLOBAL || w->ngroups > 0)
+		appendStringInfoString(&sql, ", ");
+	if (state)
+	{
+		appendStringInfoString(&sql, "ord int");
+		for (int i = 0; i < w->naggs; i++)
+			if (w->aggs[i].kind == SA_AGG_AVG)
+				appendStringInfo(&sql, ", s%d %s, c%d bigint", i,
+								 format_type_be(w->aggs[i].statetype), i);
+	}
+	else
+		for (int i = 0; i < w->naggs; i++)
+			appendStringInfo(&sql, "%s%s %s", i > 0 ? ", " : "",
+							 quote_identifier(w->aggs[i].name),
+							 format_type_be(w->aggs[i].restype));
+	if (w->kind != SA_WIN_GLOBAL && w->ngroups == 0)
+		appendStringInfoString(&sql, ", PRIMARY KEY (window_start))");
+	else if (w->ngroups > 0)
+	{
+		appendStringInfoString(&sql, ", UNIQUE NULLS NOT DISTINCT (");
+		append_key_columns(&sql, w, false);
+		appendStringInfoString(&sql, "))");
+	}
+	else
+		appendStringInfo(&sql, "); CREATE UNIQUE INDEX ON %s ((true))", qualname);
+	return sql.data;
+}
+
+static SaWindowKind
+kind_from_text(const char *k)
+{
+	if (strcmp(k, "tumbling") == 0)
+		return SA_WIN_TUMBLING;
+	if (strcmp(k, "hopping") == 0)
+		return SA_WIN_HOPPING;
+	if (strcmp(k, "session") == 0)
+		return SA_WIN_SESSION;
+	return SA_WIN_GLOBAL;
+}
+
+static int64
+interval_col(HeapTuple tup, TupleDesc desc, int col, int64 dflt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? dflt : sa_interval_usecs(DatumGetIntervalP(d), "interval");
+}
+
+static char *
+qualified_relname(Oid relid)
+{
+	char	   *rel = get_rel_name(relid);
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("result table %u of a window no longer exists", relid),
+				 errhint("Drop the window with streamagg.drop_window and create it again.")));
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+}
+
+/*
+ * Load and compile every window of a stream (caller connected to SPI, in
+ * a transaction).  Allocated in the caller's memory context.
+ */
+List *
+sa_load_windows(SaStream *st)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(st->name)};
+	MemoryContext cxt = CurrentMemoryContext;
+	SPITupleTable *tab;
+	List	   *windows = NIL;
+
+	if (SPI_execute_with_args("SELECT name, kind, result_table::oid, state_table::oid, size, slide, "
+							  "session_gap, group_by, aggregates, filter, allowed_lateness, retention "
+							  "FROM streamagg.windows WHERE stream = $1 ORDER BY created_at, name",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the windows of stream \"%s\"", st->name);
+	tab = SPI_tuptable;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tab->vals[r];
+		TupleDesc	desc = tab->tupdesc;
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+		SaWindow   *w;
+		bool		isnull;
+		Datum		state;
+
+		w = sa_compile_window(st, SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 8),
+							  SPI_getvalue(tup, desc, 9), SPI_getvalue(tup, desc, 10));
+		w->kind = kind_from_text(SPI_getvalue(tup, desc, 2));
+		w->result_rel = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		w->result_name = qualified_relname(w->result_rel);
+		state = SPI_getbinval(tup, desc, 4, &isnull);
+		if (!isnull)
+		{
+			w->state_rel = DatumGetObjectId(state);
+			w->state_name = qualified_relname(w->state_rel);
+		}
+		w->size_us = interval_col(tup, desc, 5, 0);
+		w->slide_us = interval_col(tup, desc, 6, w->size_us);
+		w->gap_us = interval_col(tup, desc, 7, 0);
+		w->lateness_us = interval_col(tup, desc, 11, 0);
+		w->retention_us = interval_col(tup, desc, 12, -1);
+		sa_window_prepare_exec(w);
+		windows = lappend(windows, w);
+		MemoryContextSwitchTo(spicxt);
+	}
+	MemoryContextSwitchTo(cxt);	/* SPI calls leave us in their own context */
+	return windows;
+}

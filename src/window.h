@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ *
+ * window.h
+ *		Window definitions and the in-memory aggregation of a batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SA_WINDOW_H
+#define SA_WINDOW_H
+
+#include "pg_streamagg.h"
+
+#include "executor/executor.h"
+#include "executor/spi.h"
+
+typedef enum SaWindowKind
+{
+	SA_WIN_TUMBLING,
+	SA_WIN_HOPPING,
+	SA_WIN_SESSION,
+	SA_WIN_GLOBAL				/* no time window: one running row per group */
+} SaWindowKind;
+
+typedef enum SaAggKind
+{
+	SA_AGG_COUNT_STAR,
+	SA_AGG_COUNT,
+	SA_AGG_SUM,
+	SA_AGG_MIN,
+	SA_AGG_MAX,
+	SA_AGG_AVG
+} SaAggKind;
+
+/* One aggregate column of a window. */
+typedef struct SaAgg
+{
+	char	   *name;
+	SaAggKind	kind;
+	Oid			restype;		/* column type in the result table */
+	Oid			statetype;		/* type of the running value (sum for avg) */
+	int16		statelen;
+	bool		statebyval;
+	Expr	   *arg;			/* NULL for count(*) */
+	ExprState  *argstate;
+	Oid			collation;
+	FmgrInfo	addfn;			/* sum, avg: statetype + statetype */
+	FmgrInfo	cmpfn;			/* min: "<", max: ">" */
+} SaAgg;
+
+/* One group_by column. */
+typedef struct SaGroupCol
+{
+	char	   *name;
+	Oid			typid;
+	int32		typmod;
+	Oid			collation;
+	int16		typlen;
+	bool		typbyval;
+	Expr	   *expr;
+	ExprState  *state;
+	FmgrInfo	hashfn;
+	FmgrInfo	eqfn;
+} SaGroupCol;
+
+/* Running value of one aggregate in one group of a batch. */
+typedef struct SaAggValue
+{
+	Datum		value;
+	bool		isnull;
+	int64		count;
+} SaAggValue;
+
+/* One (window, group) of a batch. */
+typedef struct SaGroup
+{
+	uint32		hash;
+	int64		wstart;			/* PostgreSQL timestamp (usecs since 2000) */
+	int64		wend;
+	Datum	   *keys;
+	bool	   *keynulls;
+	SaAggValue	vals[FLEXIBLE_ARRAY_MEMBER];
+} SaGroup;
+
+typedef struct SaWindow
+{
+	char	   *name;
+	SaWindowKind kind;
+	Oid			result_rel;
+	Oid			state_rel;		/* avg state, InvalidOid when no avg */
+	char	   *result_name;	/* quoted, schema-qualified */
+	char	   *state_name;
+	int64		size_us;
+	int64		slide_us;
+	int64		gap_us;
+	int64		lateness_us;
+	int64		retention_us;	/* -1: keep everything */
+	int			ngroups;
+	SaGroupCol *groups;
+	int			naggs;
+	SaAgg	   *aggs;
+	int			navg;
+	Expr	   *filter;
+	ExprState  *filterstate;
+
+	/* the batch: groups in arrival order plus an open-addressing index */
+	SaGroup   **list;
+	int			nlist;
+	int			maxlist;
+	SaGroup   **slots;
+	uint32		nslots;
+
+	/* prepared statements, kept across batches */
+	SPIPlanPtr	upsert_plan;
+	SPIPlanPtr	state_plan;
+} SaWindow;
+
+/* Evaluated inputs of one message for one window. */
+typedef struct SaRowInput
+{
+	int64		event_time;
+	Datum	   *keys;
+	bool	   *keynulls;
+	uint32		keyhash;
+	Datum	   *args;
+	bool	   *argnulls;
+} SaRowInput;
+
+/* window.c */
+extern SaWindow *sa_compile_window(SaStream *st, const char *name, const char *group_by,
+								   const char *aggregates, const char *filter);
+extern List *sa_load_windows(SaStream *st);
+extern void sa_window_prepare_exec(SaWindow *w);
+extern bool sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in);
+extern void sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt);
+extern void sa_window_reset(SaWindow *w);
+extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
+extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state);
+extern char *sa_agg_kind_name(SaAggKind kind);
+
+/* sink.c */
+extern void sa_window_flush(SaWindow *w);
+
+#endif							/* SA_WINDOW_H */
