@@ -168,7 +168,7 @@ RETURNS regclass AS 'MODULE_PATHNAME', 'sa_create_window' LANGUAGE C CALLED ON N
 CREATE FUNCTION streamagg.drop_window(name text) RETURNS void
 AS 'MODULE_PATHNAME', 'sa_drop_window' LANGUAGE C STRICT;
 
-CREATE FUNCTION streamagg.drop_stream(name text) RETURNS void
+CREATE FUNCTION streamagg.drop_stream(name text, cascade boolean DEFAULT false) RETURNS void
 AS 'MODULE_PATHNAME', 'sa_drop_stream' LANGUAGE C STRICT;
 
 CREATE FUNCTION streamagg.pause(stream text) RETURNS void
