@@ -211,7 +211,10 @@ for my $round (1 .. $chunks)
 	my $back = 0;
 	for (1 .. 600)
 	{
-		my @now = worker_pids($node, 'pg_streamagg worker');
+		# the server may still be in crash recovery: psql, not safe_psql
+		my ($rc, $out) = $node->psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_streamagg worker'");
+		my @now = $rc == 0 ? split(/\n/, $out) : ();
 		my %old = map { $_ => 1 } split(/,/, $before);
 		if (@now == 2 && !grep { $old{$_} } @now) { $back = 1; last; }
 		select(undef, undef, undef, 0.2);
