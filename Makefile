@@ -21,7 +21,17 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench tools
+# every object depends on every header of ours (they are few and small)
+$(OBJS): $(wildcard src/*.h)
+
+.PHONY: test demo bench tools unlink-installed-lib
+
+# `install` rewrites files in place; a running server that maps the old
+# library would execute the new bytes.  Unlinking first gives the new
+# library a new inode, and running servers keep the old one until restart.
+install-lib-shared: unlink-installed-lib
+unlink-installed-lib:
+	rm -f '$(DESTDIR)$(pkglibdir)/$(MODULE_big)$(DLSUFFIX)'
 
 tools:
 	$(MAKE) -C test

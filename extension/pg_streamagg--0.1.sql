@@ -2,6 +2,10 @@
 
 \echo Use "CREATE EXTENSION pg_streamagg" to load this file. \quit
 
+-- The schema is a member of the extension: DROP EXTENSION removes it.
+CREATE SCHEMA streamagg;
+GRANT USAGE ON SCHEMA streamagg TO PUBLIC;
+
 -- Streams: where rows come from.  `options` may hold secrets (SASL
 -- passwords, SSL keys): only the table owner reads that column directly;
 -- a stream's owner reads it through streamagg.stream_options(name).
@@ -53,6 +57,7 @@ CREATE TABLE streamagg.offsets (
     next_offset     bigint NOT NULL,
     epoch           bigint NOT NULL DEFAULT 0,
     max_event_time  timestamptz,
+    watermark       timestamptz,    -- the owning worker's watermark at its last commit
     messages        bigint NOT NULL DEFAULT 0,
     dead_letters    bigint NOT NULL DEFAULT 0,
     last_commit     timestamptz,
@@ -101,12 +106,24 @@ RETURNS SETOF record AS 'MODULE_PATHNAME', 'sa_live_workers' LANGUAGE C;
 CREATE FUNCTION streamagg._request_manager() RETURNS void
 AS 'MODULE_PATHNAME', 'sa_request_manager' LANGUAGE C;
 
+-- The committed watermark of a stream: the smallest of its workers'
+-- watermarks at their last commit.  A window row is final once
+-- window_end + allowed_lateness <= this.
+CREATE FUNCTION streamagg.watermark(stream text) RETURNS timestamptz
+LANGUAGE sql STABLE AS
+$$ SELECT min(o.watermark) FROM streamagg.offsets o WHERE o.stream = $1 $$;
+
 -- One row per partition: committed offset, Kafka's high watermark, lag and
 -- the largest event time committed.
 CREATE VIEW streamagg.partitions AS
 SELECT o.stream, o.partition, o.next_offset AS "offset", l.high_watermark,
        greatest(l.high_watermark - o.next_offset, 0) AS lag,
-       o.max_event_time, o.messages, o.dead_letters, o.last_commit, l.pid AS worker_pid
+       o.max_event_time, o.messages, o.dead_letters, o.last_commit, l.last_message,
+       l.last_message < now() - make_interval(secs => coalesce(
+           (SELECT (s.options->>'streamagg.idle_timeout')::float8 / 1000
+              FROM streamagg.streams s WHERE s.name = o.stream),
+           extract(epoch FROM current_setting('streamagg.idle_timeout')::interval)::float8)) AS idle,
+       l.pid AS worker_pid
 FROM streamagg.offsets o
 LEFT JOIN streamagg._live_partitions() l USING (stream, partition);
 
@@ -132,7 +149,7 @@ LEFT JOIN LATERAL (SELECT count(*)::int AS workers
 LEFT JOIN LATERAL (SELECT count(*)::int AS partitions, sum(pp.lag)::bigint AS lag,
                           sum(pp.messages)::bigint AS messages,
                           sum(pp.dead_letters)::bigint AS dead_letters,
-                          min(pp.max_event_time) AS watermark,
+                          streamagg.watermark(s.name) AS watermark,
                           max(pp.last_commit) AS last_commit
                    FROM streamagg.partitions pp WHERE pp.stream = s.name) p ON true;
 
@@ -166,20 +183,20 @@ CREATE FUNCTION streamagg.create_window(
 RETURNS regclass AS 'MODULE_PATHNAME', 'sa_create_window' LANGUAGE C CALLED ON NULL INPUT;
 
 CREATE FUNCTION streamagg.drop_window(name text) RETURNS void
-AS 'MODULE_PATHNAME', 'sa_drop_window' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'sa_drop_window' LANGUAGE C;
 
 CREATE FUNCTION streamagg.drop_stream(name text, cascade boolean DEFAULT false) RETURNS void
-AS 'MODULE_PATHNAME', 'sa_drop_stream' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'sa_drop_stream' LANGUAGE C;
 
 CREATE FUNCTION streamagg.pause(stream text) RETURNS void
-AS 'MODULE_PATHNAME', 'sa_pause' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'sa_pause' LANGUAGE C;
 
 CREATE FUNCTION streamagg.resume(stream text) RETURNS void
-AS 'MODULE_PATHNAME', 'sa_resume' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'sa_resume' LANGUAGE C;
 
 -- "to" is a reserved word in SQL: in named notation write "to" => ...
 CREATE FUNCTION streamagg.reset_offsets(stream text, "to" text DEFAULT 'earliest')
-RETURNS void AS 'MODULE_PATHNAME', 'sa_reset_offsets' LANGUAGE C STRICT;
+RETURNS void AS 'MODULE_PATHNAME', 'sa_reset_offsets' LANGUAGE C;
 
 CREATE FUNCTION streamagg.stream_options(name text) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'sa_stream_options' LANGUAGE C STRICT;

@@ -114,12 +114,27 @@ reset_epoch(const char *stream)
 }
 
 static void
-check_start_from(const char *start_from)
+check_start_from(const char *start_from, const char *what)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	if (strcmp(start_from, "earliest") == 0 || strcmp(start_from, "latest") == 0)
 		return;
-	(void) DirectFunctionCall3(timestamptz_in, CStringGetDatum(start_from),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	PG_TRY();
+	{
+		(void) DirectFunctionCall3(timestamptz_in, CStringGetDatum(start_from),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s \"%s\"", what, start_from),
+				 errhint("Use 'earliest', 'latest' or a timestamp such as '2024-05-01 12:00+00'.")));
+	}
+	PG_END_TRY();
 }
 
 /* Check a stream definition as fully as can be done without Kafka. */
@@ -156,7 +171,7 @@ check_stream(SaStream *st, const char *columns, const char *event_time)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("parallelism must be between 1 and 256")));
-	check_start_from(st->start_from);
+	check_start_from(st->start_from, "start_from");
 	sa_apply_stream_options(st, true);
 }
 
@@ -185,6 +200,10 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	st->options = PG_ARGISNULL(9) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
 		: PG_GETARG_JSONB_P(9);
 
+	if (st->topic[0] == '\0' || st->brokers[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", st->topic[0] == '\0' ? "topic" : "brokers")));
 	if (strlen(st->name) == 0 || strlen(st->name) >= SA_NAME_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
@@ -296,6 +315,16 @@ set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
 		w->kind = SA_WIN_TUMBLING;
 		w->slide_us = w->size_us;
 	}
+	if (w->retention_us > 0 && w->kind == SA_WIN_GLOBAL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention needs a time window"),
+				 errhint("A window without size or session_gap has one running row per group and nothing to expire.")));
+	if (w->retention_us > 0 && w->retention_us < w->lateness_us)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention must not be shorter than allowed_lateness"),
+				 errhint("Rows of windows that can still receive late rows must be kept.")));
 	if (w->kind == SA_WIN_SESSION)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -303,6 +332,38 @@ set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
 }
 
 static const char *const kind_names[] = {"tumbling", "hopping", "session", "global"};
+
+static char *
+final_view_name(const char *relname)
+{
+	if (strlen(relname) + strlen("_final") >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("window name \"%s\" is too long", relname),
+				 errdetail("Its view of final windows, %s_final, must fit in %d characters.",
+						   relname, NAMEDATALEN - 1)));
+	return psprintf("%s_final", relname);
+}
+
+/*
+ * The view of final rows: those whose window_end plus allowed lateness is
+ * at or behind the stream's committed watermark.
+ */
+static void
+create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *stream,
+				  Datum lateness)
+{
+	char	   *view = final_view_name(rv->relname);
+	char	   *qualview = rv->schemaname ? quote_qualified_identifier(rv->schemaname, view)
+		: (char *) quote_identifier(view);
+
+	SPI_execute(psprintf("CREATE VIEW %s AS SELECT * FROM %s "
+						 "WHERE window_end + %s::interval <= streamagg.watermark(%s)",
+						 qualview, qualname,
+						 quote_literal_cstr(DatumGetCString(DirectFunctionCall1(interval_out, lateness))),
+						 quote_literal_cstr(stream)),
+				false, 0);
+}
 
 /* Create the result table (as the caller) and, for avg, its state table. */
 static void
@@ -314,22 +375,52 @@ create_tables(SaWindow *w, RangeVar *rv)
 	if (SPI_execute(sa_window_create_sql(w, qualname, false), false, 0) < 0)
 		elog(ERROR, "could not create table %s", qualname);
 	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
+	if (w->kind != SA_WIN_GLOBAL)
+		create_final_view(w, rv, qualname, w->stream_name, w->lateness_datum);
 	if (w->navg > 0)
 	{
-		char	   *state = psprintf("streamagg.%s",
-									 quote_identifier(psprintf("avg_state_%u", w->result_rel)));
-		Oid			save_user;
-		int			save_sec;
-		Oid			me = GetUserId();
+		RangeVar   *srv = copyObject(rv);
 
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		SPI_execute(sa_window_create_sql(w, state, true), false, 0);
-		SPI_execute(psprintf("ALTER TABLE %s OWNER TO %s", state,
-							 quote_identifier(GetUserNameFromId(me, false))), false, 0);
-		SetUserIdAndSecContext(save_user, save_sec);
-		w->state_rel = DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(state)));
+		srv->relname = psprintf("%s_state", rv->relname);
+		SPI_execute(sa_window_create_sql(w, rv->schemaname ?
+										 quote_qualified_identifier(rv->schemaname, srv->relname) :
+										 quote_identifier(srv->relname), true), false, 0);
+		w->state_rel = RangeVarGetRelid(srv, NoLock, false);
 	}
+}
+
+/* A companion relation named after the window must not exist yet. */
+static void
+check_free_name(RangeVar *rv, const char *relname, const char *what)
+{
+	RangeVar   *other = copyObject(rv);
+
+	other->relname = (char *) relname;
+	if (OidIsValid(RangeVarGetRelid(other, NoLock, true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s\" already exists", relname),
+				 errhint("The window's %s is named after it; choose another window name.", what)));
+}
+
+/*
+ * A window's name as stored: the result table's name as PostgreSQL reads
+ * it (case folded, quotes removed), schema-qualified only if it was given
+ * so.  drop_window normalizes its argument the same way.
+ */
+static char *
+normalize_window_name(const char *name, RangeVar **rvp)
+{
+	RangeVar   *rv;
+
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("window name must not be empty")));
+	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
+	if (rvp)
+		*rvp = rv;
+	return rv->schemaname ? psprintf("%s.%s", rv->schemaname, rv->relname) : rv->relname;
 }
 
 static Datum
@@ -357,11 +448,11 @@ sa_create_window(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	st = owned_stream(stream);
+	name = normalize_window_name(name, &rv);
 	if (catalog_exec1("SELECT 1 FROM streamagg.windows WHERE name = $1", name, SPI_OK_SELECT) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("window \"%s\" already exists", name)));
-	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
 	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
@@ -370,6 +461,14 @@ sa_create_window(PG_FUNCTION_ARGS)
 
 	w = sa_compile_window(st, name, group_by, aggregates, filter);
 	set_window_timing(w, fcinfo);
+	w->stream_name = stream;
+	w->lateness_datum = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
+		: PG_GETARG_DATUM(7);
+	if (w->kind != SA_WIN_GLOBAL)
+		check_free_name(rv, final_view_name(rv->relname), "view of final rows");
+	if (w->navg > 0)
+		check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
 	create_tables(w, rv);
 
 	values[0] = CStringGetTextDatum(name);
@@ -386,9 +485,7 @@ sa_create_window(PG_FUNCTION_ARGS)
 	values[9] = CStringGetTextDatum(aggregates);
 	values[10] = filter ? CStringGetTextDatum(filter) : (Datum) 0;
 	nulls[10] = filter ? ' ' : 'n';
-	values[11] = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
-													   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
-		: PG_GETARG_DATUM(7);
+	values[11] = w->lateness_datum;
 	values[12] = interval_arg(fcinfo, 9, &nulls[12]);
 	{
 		Oid			save_user;
@@ -435,13 +532,18 @@ drop_window(const char *name)
 
 	catalog_exec("DELETE FROM streamagg.windows WHERE name = $1", 1, types, values, SPI_OK_DELETE);
 	if (get_rel_name(DatumGetObjectId(result)) != NULL)
-		SPI_execute(psprintf("DROP TABLE %s",
-							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(result))),
-														get_rel_name(DatumGetObjectId(result)))),
-					false, 0);
+	{
+		char	   *nsp = get_namespace_name(get_rel_namespace(DatumGetObjectId(result)));
+		char	   *rel = get_rel_name(DatumGetObjectId(result));
+
+		SPI_execute(psprintf("DROP VIEW IF EXISTS %s",
+							 quote_qualified_identifier(nsp, psprintf("%s_final", rel))), false, 0);
+		SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(nsp, rel)), false, 0);
+	}
 	if (!state_null && get_rel_name(DatumGetObjectId(state)) != NULL)
-		SPI_execute(psprintf("DROP TABLE streamagg.%s",
-							 quote_identifier(get_rel_name(DatumGetObjectId(state)))), false, 0);
+		SPI_execute(psprintf("DROP TABLE %s",
+							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(state))),
+														get_rel_name(DatumGetObjectId(state)))), false, 0);
 	reset_epoch(stream);
 }
 
@@ -449,7 +551,7 @@ Datum
 sa_drop_window(PG_FUNCTION_ARGS)
 {
 	SPI_connect();
-	drop_window(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	drop_window(normalize_window_name(arg_text(fcinfo, 0, "name"), NULL));
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -457,8 +559,8 @@ sa_drop_window(PG_FUNCTION_ARGS)
 Datum
 sa_drop_stream(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	bool		cascade = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+	char	   *name = arg_text(fcinfo, 0, "name");
+	bool		cascade = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 	List	   *windows = NIL;
 	ListCell   *lc;
 
@@ -499,14 +601,14 @@ set_state(const char *name, const char *state)
 Datum
 sa_pause(PG_FUNCTION_ARGS)
 {
-	set_state(text_to_cstring(PG_GETARG_TEXT_PP(0)), "paused");
+	set_state(arg_text(fcinfo, 0, "stream"), "paused");
 	PG_RETURN_VOID();
 }
 
 Datum
 sa_resume(PG_FUNCTION_ARGS)
 {
-	set_state(text_to_cstring(PG_GETARG_TEXT_PP(0)), "running");
+	set_state(arg_text(fcinfo, 0, "stream"), "running");
 	PG_RETURN_VOID();
 }
 
@@ -520,12 +622,12 @@ sa_resume(PG_FUNCTION_ARGS)
 Datum
 sa_reset_offsets(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *to = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *name = arg_text(fcinfo, 0, "stream");
+	char	   *to = arg_text(fcinfo, 1, "\"to\"");
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(to)};
 
-	check_start_from(to);
+	check_start_from(to, "\"to\"");
 	SPI_connect();
 	(void) owned_stream(name);
 	catalog_exec("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",

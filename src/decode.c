@@ -35,6 +35,7 @@ sa_set_value(SaWorker *w, int col, const char *text, size_t len)
 	ParamExternData *prm = &w->params->params[col];
 	char	   *s;
 
+	decode_col = col;
 	if (memchr(text, '\0', len) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
@@ -42,7 +43,6 @@ sa_set_value(SaWorker *w, int col, const char *text, size_t len)
 	s = pnstrdup(text, len);
 	if (GetDatabaseEncoding() != PG_UTF8)
 		s = pg_any_to_server(s, len, PG_UTF8);
-	decode_col = col;
 	prm->value = InputFunctionCall(&c->input, s, c->typioparam, c->typmod);
 	prm->isnull = false;
 	decode_col = -1;
@@ -85,6 +85,13 @@ set_metadata(SaWorker *w, const rd_kafka_message_t *msg)
 static bool
 decode_text(SaWorker *w, const char *data, size_t len, char **error)
 {
+	const char *nul = memchr(data, '\0', len);
+
+	if (nul != NULL)
+	{
+		*error = psprintf("payload contains a NUL byte at byte %d", (int) (nul - data));
+		return false;
+	}
 	if (!pg_verify_mbstr(PG_UTF8, data, len, true))
 	{
 		*error = pstrdup("payload is not valid UTF-8");
@@ -112,15 +119,6 @@ decode_payload(SaWorker *w, const rd_kafka_message_t *msg, char **error)
 			return decode_text(w, data, len, error);
 	}
 	return false;
-}
-
-/* Say what went wrong in words, naming the column when there is one. */
-static char *
-error_text(ErrorData *edata)
-{
-	if (decode_col >= 0)
-		return psprintf("%s", edata->message);
-	return pstrdup(edata->message);
 }
 
 /*
@@ -175,10 +173,11 @@ sa_decode_message(SaWorker *w, const rd_kafka_message_t *msg, char **error)
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
 		}
-		if (col >= 0)
+		/* say what went wrong in words, naming the column when there is one */
+		if (col >= 0 && strncmp(edata->message, "column \"", 8) != 0)
 			*error = psprintf("column \"%s\": %s", w->st->cols[col].name, edata->message);
 		else
-			*error = error_text(edata);
+			*error = pstrdup(edata->message);
 		decode_col = -1;
 		FreeErrorData(edata);
 		ok = false;

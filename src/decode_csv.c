@@ -26,7 +26,13 @@ sa_decode_csv(SaWorker *w, const char *data, size_t len, char **error)
 	const char *end = data + len;
 	StringInfoData field;
 	int			col = 0;
+	const char *nul = memchr(data, '\0', len);
 
+	if (nul != NULL)
+	{
+		*error = psprintf("payload contains a NUL byte at byte %d", (int) (nul - data));
+		return false;
+	}
 	if (!pg_verify_mbstr(PG_UTF8, data, len, true))
 	{
 		*error = pstrdup("payload is not valid UTF-8");

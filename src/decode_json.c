@@ -298,7 +298,8 @@ set_epoch_millis(JsonScan *s, int col, const char *text, size_t len)
 	if (!(us > (double) MIN_TIMESTAMP && us < (double) END_TIMESTAMP))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range: %s epoch milliseconds", num)));
+				 errmsg("column \"%s\": timestamp out of range: %s epoch milliseconds",
+						s->w->st->cols[col].name, num)));
 	ts = (TimestampTz) (us >= 0 ? us + 0.5 : us - 0.5);
 	s->w->params->params[col].value = TimestampTzGetDatum(ts);
 	s->w->params->params[col].isnull = false;

@@ -17,6 +17,7 @@
  */
 #include "worker.h"
 
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -189,7 +190,15 @@ sa_kafka_partitions(SaWorker *w)
 	rd_kafka_resp_err_t err;
 	List	   *parts = NIL;
 
-	err = rd_kafka_metadata(w->rk, 0, rkt, &md, SA_METADATA_TIMEOUT_MS);
+	/* short tries, so that a shutdown request is answered promptly */
+	for (int waited = 0;; waited += 500)
+	{
+		err = rd_kafka_metadata(w->rk, 0, rkt, &md, 500);
+		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited >= SA_METADATA_TIMEOUT_MS)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		sa_kafka_serve(w);
+	}
 	rd_kafka_topic_destroy(rkt);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,

@@ -334,17 +334,17 @@ sa_window_flush(SaWindow *w)
 }
 
 /*
- * Advance the offsets of the partitions this batch read, checking the
- * epoch.  Raises an error (and sets w->fenced) when a row was taken away.
+ * Advance the offsets of our partitions (and record our watermark on
+ * each), checking the epoch.  Raises an error (and sets w->fenced) when a row was taken away.
  */
 void
 sa_sink_offsets(SaWorker *w)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[7] = {TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID,
-		INT8ARRAYOID, INT8ARRAYOID, INT8OID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	Oid			types[8] = {TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
 	int			n = 0;
 	Datum	   *p = palloc(sizeof(Datum) * w->nparts);
 	Datum	   *o = palloc(sizeof(Datum) * w->nparts);
@@ -359,8 +359,6 @@ sa_sink_offsets(SaWorker *w)
 	{
 		SaPartition *part = &w->parts[i];
 
-		if (!part->touched)
-			continue;
 		p[n] = Int32GetDatum(part->partition);
 		o[n] = Int64GetDatum(part->next_offset);
 		m[n] = TimestampTzGetDatum(part->max_event_time);
@@ -380,16 +378,19 @@ sa_sink_offsets(SaWorker *w)
 	values[4] = PointerGetDatum(construct_array(c, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[5] = PointerGetDatum(construct_array(dl, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[6] = Int64GetDatum(w->epoch);
+	values[7] = TimestampTzGetDatum(w->watermark);
+	if (TIMESTAMP_NOT_FINITE(w->watermark))
+		nulls[7] = 'n';
 
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("UPDATE streamagg.offsets o SET next_offset = u.n, "
 						   "max_event_time = greatest(o.max_event_time, u.m), "
 						   "messages = o.messages + u.c, dead_letters = o.dead_letters + u.dl, "
-						   "last_commit = now() "
+						   "watermark = greatest(o.watermark, $8), last_commit = now() "
 						   "FROM unnest($2, $3, $4, $5, $6) AS u(p, n, m, c, dl) "
 						   "WHERE o.stream = $1 AND o.partition = u.p AND o.epoch = $7",
-						   7, types);
+						   8, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the offsets update");
 		SPI_keepplan(plan);

@@ -165,8 +165,13 @@ compile_agg(SaAgg *a, Aggref *ag, const char *text)
 {
 	char	   *fname = get_func_name(ag->aggfnoid);
 
+	if (ag->aggdistinct != NIL || ag->aggorder != NIL || ag->aggfilter != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s is not supported in aggregates",
+						ag->aggdistinct ? "DISTINCT" : ag->aggorder ? "ORDER BY" : "FILTER"),
+				 errhint("Use the window's filter to leave rows out.")));
 	if (get_func_namespace(ag->aggfnoid) != PG_CATALOG_NAMESPACE ||
-		ag->aggdistinct != NIL || ag->aggorder != NIL || ag->aggfilter != NULL ||
 		list_length(ag->args) > 1)
 		goto unsupported;
 
@@ -214,7 +219,7 @@ unsupported:
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("unsupported aggregate \"%s\"", text),
-			 errhint("Use count(*), count(x), sum(x), min(x), max(x) or avg(x), without DISTINCT, ORDER BY or FILTER.")));
+			 errhint("Use count(*), count(x), sum(x), min(x), max(x) or avg(x).")));
 }
 
 static void
@@ -503,20 +508,79 @@ fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 }
 
-/* Fold one evaluated row into every window it falls in. */
-void
-sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt)
+/*
+ * Is the window instance starting at wstart closed, i.e. is its end plus
+ * the allowed lateness at or behind the watermark?  For sessions wstart is
+ * the row's event time: any session holding it ends at least a gap later.
+ */
+bool
+sa_window_closed(SaWindow *w, int64 wstart, TimestampTz watermark)
+{
+	int64		end;
+
+	if (w->kind == SA_WIN_GLOBAL || TIMESTAMP_NOT_FINITE(watermark))
+		return false;
+	end = wstart + (w->kind == SA_WIN_SESSION ? w->gap_us : w->size_us);
+	return end + w->lateness_us <= watermark;
+}
+
+/*
+ * Does a window instance become final when final_until moves from 'from'
+ * to 'to'?  For tumbling and hopping windows: is there a window end in
+ * (from, to]; sessions end anywhere, so any advance counts.
+ */
+bool
+sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to)
+{
+	if (w->kind == SA_WIN_GLOBAL || TIMESTAMP_NOT_FINITE(to) || to <= from)
+		return false;
+	if (w->kind == SA_WIN_SESSION || TIMESTAMP_NOT_FINITE(from))
+		return true;
+	/* window ends are k * slide + size (Unix time) */
+	return floor_div(to + SA_UNIX_OFFSET_US - w->size_us, w->slide_us) !=
+		floor_div(from + SA_UNIX_OFFSET_US - w->size_us, w->slide_us);
+}
+
+/*
+ * Fold one evaluated row into every open window it falls in.  Returns how
+ * many of its windows were already closed (the row is late for those).
+ */
+int
+sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
+					 TimestampTz watermark)
 {
 	int64		starts[1024];
-	int			n = sa_window_starts(w, in->event_time, starts, lengthof(starts));
+	int64		span = Max(w->size_us, w->gap_us);
+	int			late = 0;
+	int			n;
 
+	/*
+	 * Every window must fit in the timestamp range; checked on the event
+	 * time first (window arithmetic is done in Unix time, 30 years ahead of
+	 * PostgreSQL's epoch) and before anything is folded.
+	 */
+	if (w->kind != SA_WIN_GLOBAL &&
+		(in->event_time < MIN_TIMESTAMP + 2 * span ||
+		 in->event_time > END_TIMESTAMP - SA_UNIX_OFFSET_US - 2 * span))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("event time %s is out of range for window \"%s\"",
+						timestamptz_to_str(in->event_time), w->name)));
+	n = sa_window_starts(w, in->event_time, starts, lengthof(starts));
 	for (int s = 0; s < n; s++)
 	{
-		SaGroup    *g = lookup_group(w, starts[s], in, batchcxt);
+		SaGroup    *g;
 
+		if (sa_window_closed(w, w->kind == SA_WIN_SESSION ? in->event_time : starts[s], watermark))
+		{
+			late++;
+			continue;
+		}
+		g = lookup_group(w, starts[s], in, batchcxt);
 		for (int i = 0; i < w->naggs; i++)
 			fold_value(&w->aggs[i], &g->vals[i], in->args[i], in->argnulls[i], batchcxt);
 	}
+	return late;
 }
 
 /* Forget the batch (its memory goes with the batch context). */

@@ -84,6 +84,8 @@ typedef struct SaGroup
 typedef struct SaWindow
 {
 	char	   *name;
+	char	   *stream_name;	/* create_window only */
+	Datum		lateness_datum; /* create_window only */
 	SaWindowKind kind;
 	Oid			result_rel;
 	Oid			state_rel;		/* avg state, InvalidOid when no avg */
@@ -109,6 +111,11 @@ typedef struct SaWindow
 	SaGroup   **slots;
 	uint32		nslots;
 
+	/* closing: rows with window_end <= final_until are final */
+	TimestampTz final_until;	/* as last notified (committed) */
+	TimestampTz pending_until;	/* as notified by the open transaction */
+	TimestampTz retention_done; /* last retention pass */
+
 	/* prepared statements, kept across batches */
 	SPIPlanPtr	upsert_plan;
 	SPIPlanPtr	state_plan;
@@ -131,7 +138,10 @@ extern SaWindow *sa_compile_window(SaStream *st, const char *name, const char *g
 extern List *sa_load_windows(SaStream *st);
 extern void sa_window_prepare_exec(SaWindow *w);
 extern bool sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in);
-extern void sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt);
+extern int	sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
+								 TimestampTz watermark);
+extern bool sa_window_closed(SaWindow *w, int64 wstart, TimestampTz watermark);
+extern bool sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to);
 extern void sa_window_reset(SaWindow *w);
 extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
 extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state);

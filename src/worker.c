@@ -38,6 +38,8 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "lib/stringinfo.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -73,6 +75,23 @@ static Oid	system_user_id;
 static int	system_sec_context;
 
 /* ---------- helpers ---------- */
+
+static void
+handle_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+static char *
+ts_text(TimestampTz t)
+{
+	return pstrdup(timestamptz_to_str(t));
+}
 
 static void
 as_owner(SaWorker *w)
@@ -152,6 +171,7 @@ load_definitions(SaWorker *w)
 	w->econtext = CreateStandaloneExprContext();
 	w->econtext->ecxt_param_list_info = w->params;
 
+	w->max_span = 0;
 	w->all_builtin_types = true;
 	for (int i = 0; i < w->st->ncols; i++)
 		if (w->st->cols[i].typid >= FirstGenbkiObjectId ||
@@ -172,6 +192,7 @@ load_definitions(SaWorker *w)
 			SaRowInput *in = &w->inputs[i];
 
 			w->windows[i++] = win;
+			w->max_span = Max(w->max_span, Max(win->size_us, win->gap_us));
 			in->keys = palloc(sizeof(Datum) * Max(win->ngroups, 1));
 			in->keynulls = palloc(sizeof(bool) * Max(win->ngroups, 1));
 			in->args = palloc(sizeof(Datum) * Max(win->naggs, 1));
@@ -195,6 +216,7 @@ claim_partitions(SaWorker *w, List *mine)
 	ListCell   *cl;
 	int			i = 0;
 
+	w->watermark = DT_NOBEGIN;
 	SPI_execute("SELECT nextval('streamagg.epoch_seq')", false, 1);
 	w->epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 										   &(bool){false}));
@@ -212,15 +234,22 @@ claim_partitions(SaWorker *w, List *mine)
 		values[3] = Int64GetDatum(w->epoch);
 		SPI_execute_with_args("UPDATE streamagg.offsets SET epoch = $4 "
 							  "WHERE stream = $1 AND partition = $2 AND $3 = 0 "
-							  "RETURNING next_offset, max_event_time",
+							  "RETURNING next_offset, max_event_time, watermark",
 							  4, types, values, NULL, false, 1);
 		if (SPI_processed == 0)
 		{
 			values[2] = Int64GetDatum(sa_kafka_resolve_start(w, part->partition, w->st->start_from));
 			SPI_execute_with_args("INSERT INTO streamagg.offsets (stream, partition, next_offset, epoch) "
-								  "VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time",
+								  "VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time, watermark",
 								  4, types, values, NULL, false, 1);
 		}
+		{
+			Datum		wm = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+			if (!isnull && DatumGetTimestampTz(wm) > w->watermark)
+				w->watermark = DatumGetTimestampTz(wm);
+		}
+		part->last_message = GetCurrentTimestamp();
 		part->committed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		part->next_offset = part->committed;
 		part->max_event_time = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
@@ -236,6 +265,97 @@ claim_partitions(SaWorker *w, List *mine)
 				part->careful_until = Max(part->careful_until, c->until);
 		}
 	}
+}
+
+/*
+ * The stream's partitions that other workers hold: their committed
+ * largest event time now, their live one (shared memory) later.
+ */
+static void
+load_other_partitions(SaWorker *w)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(w->st->name)};
+	TimestampTz now = GetCurrentTimestamp();
+
+	SPI_execute_with_args("SELECT partition, max_event_time FROM streamagg.offsets WHERE stream = $1",
+						  1, types, values, NULL, true, 0);
+	w->others = MemoryContextAllocZero(w->config_cxt, sizeof(SaPartLive) * Max(SPI_processed, 1));
+	w->nothers = 0;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int32		p = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		met = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		SaPartLive *o;
+
+		if (find_partition(w, p) != NULL)
+			continue;
+		o = &w->others[w->nothers++];
+		o->partition = p;
+		o->max_event_time = isnull ? DT_NOBEGIN : DatumGetTimestampTz(met);
+		o->last_message = now;
+	}
+}
+
+/* Refresh the other workers' partitions from shared memory. */
+static void
+refresh_other_partitions(SaWorker *w)
+{
+	if (w->nothers == 0)
+		return;
+	LWLockAcquire(sa_lock, LW_SHARED);
+	for (int i = 0; i < sa_max_workers; i++)
+	{
+		SaWorkerSlot *slot = &sa_shared->workers[i];
+
+		if (slot->pid == 0 || slot->pid == MyProcPid || slot->dboid != MyDatabaseId ||
+			strcmp(slot->stream, w->st->name) != 0)
+			continue;
+		for (int p = 0; p < slot->nparts; p++)
+			for (int o = 0; o < w->nothers; o++)
+				if (w->others[o].partition == slot->parts[p].partition)
+				{
+					if (slot->parts[p].max_event_time > w->others[o].max_event_time)
+						w->others[o].max_event_time = slot->parts[p].max_event_time;
+					if (slot->parts[p].last_message > w->others[o].last_message)
+						w->others[o].last_message = slot->parts[p].last_message;
+				}
+	}
+	LWLockRelease(sa_lock);
+}
+
+/*
+ * The watermark: the smallest, over the stream's partitions, of the
+ * largest event time read in each.  A partition silent for idle_timeout
+ * does not hold it back; when all are silent it is the largest event time
+ * read anywhere.  It never moves backwards.
+ */
+static void
+update_watermark(SaWorker *w, TimestampTz now)
+{
+	TimestampTz low = DT_NOEND;
+	TimestampTz high = DT_NOBEGIN;
+	bool		active = false;
+
+	for (int i = 0; i < w->nparts + w->nothers; i++)
+	{
+		bool		mine = i < w->nparts;
+		TimestampTz met = mine ? w->parts[i].max_event_time : w->others[i - w->nparts].max_event_time;
+		TimestampTz last = mine ? w->parts[i].last_message : w->others[i - w->nparts].last_message;
+
+		if (met > high)
+			high = met;
+		if (w->idle_us > 0 && now - last > w->idle_us)
+			continue;
+		active = true;
+		if (met < low)
+			low = met;
+	}
+	if (!active)
+		low = high;
+	if (low > w->watermark && !TIMESTAMP_NOT_FINITE(low))
+		w->watermark = low;
 }
 
 /* Give every partition its entry in our shared-memory slot. */
@@ -292,6 +412,18 @@ worker_setup(SaWorker *w)
 	begin_xact();
 	load_definitions(w);
 	claim_partitions(w, mine);
+	load_other_partitions(w);
+	w->committed_watermark = w->watermark;
+	w->min_event = DT_NOEND;
+	w->idle_us = (int64) (w->st->idle_timeout_ms >= 0 ? w->st->idle_timeout_ms : sa_idle_timeout_ms) * 1000;
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindow   *win = w->windows[i];
+
+		win->final_until = TIMESTAMP_NOT_FINITE(w->watermark) ? DT_NOBEGIN :
+			w->watermark - win->lateness_us;
+		win->retention_done = 0;
+	}
 	w->had_error_at_start = false;
 	{
 		Oid			types[1] = {TEXTOID};
@@ -342,6 +474,10 @@ add_dead_letter(SaWorker *w, const rd_kafka_message_t *msg, const char *window,
 {
 	MemoryContext old = MemoryContextSwitchTo(w->batch_cxt);
 	SaDeadLetter *dl = palloc(sizeof(SaDeadLetter));
+	SaPartition *part = find_partition(w, msg->partition);
+
+	if (part)
+		part->batch_dead++;
 
 	dl->window_name = window;
 	dl->partition = msg->partition;
@@ -369,6 +505,27 @@ event_time(SaWorker *w, int64 *t, char **error)
 		return false;
 	}
 	*t = DatumGetTimestampTz(prm->value);
+	if (TIMESTAMP_NOT_FINITE(*t))
+	{
+		*error = w->st->event_col >= 0 ?
+			psprintf("event time column \"%s\" is %s, not a point in time",
+					 w->st->cols[col].name, ts_text(*t)) :
+			psprintf("Kafka timestamp is %s, not a point in time", ts_text(*t));
+		return false;
+	}
+
+	/*
+	 * Window arithmetic needs room on both sides of the event time (and is
+	 * done in Unix time, 30 years past PostgreSQL's epoch).  An event time
+	 * at the very ends of the timestamp range is refused here, before it
+	 * can drag the watermark to the year 294276.
+	 */
+	if (*t < MIN_TIMESTAMP + 2 * w->max_span ||
+		*t > END_TIMESTAMP - ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) - 2 * w->max_span)
+	{
+		*error = psprintf("event time %s is out of the range windows can hold", ts_text(*t));
+		return false;
+	}
 	return true;
 }
 
@@ -383,8 +540,12 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 	in->event_time = t;
 	PG_TRY();
 	{
-		if (sa_window_eval(win, w->econtext, in))
-			sa_window_accumulate(win, in, w->batch_cxt);
+		if (sa_window_eval(win, w->econtext, in) &&
+			sa_window_accumulate(win, in, w->batch_cxt, w->watermark) > 0)
+			add_dead_letter(w, msg, win->name, "late",
+							psprintf("event time %s is too late for window \"%s\": the watermark %s has passed the window's end plus its allowed lateness",
+									 ts_text(t), win->name,
+									 ts_text(w->watermark)));
 	}
 	PG_CATCH();
 	{
@@ -423,6 +584,7 @@ start_batch_xact(SaWorker *w)
 	as_owner(w);
 	w->in_xact = true;
 	w->batch_started = GetCurrentTimestamp();
+	refresh_other_partitions(w);
 }
 
 /*
@@ -451,7 +613,6 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	if ((poison = find_poison(w, msg)) != NULL)
 	{
 		add_dead_letter(w, msg, NULL, "write", poison->error);
-		part->batch_dead++;
 	}
 	else if (!sa_decode_message(w, msg, &error) || !event_time(w, &t, &error))
 	{
@@ -466,7 +627,8 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 		}
 		if (w->st->on_error == SA_ON_ERROR_DEAD_LETTER)
 			add_dead_letter(w, msg, NULL, "decode", error);
-		part->batch_dead++;
+		else
+			part->batch_dead++;	/* skip: counted, not stored */
 	}
 	else
 	{
@@ -474,6 +636,8 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 			aggregate_into(w, i, msg, t);
 		if (t > part->max_event_time)
 			part->max_event_time = t;
+		if (t < w->min_event)
+			w->min_event = t;
 	}
 	MemoryContextSwitchTo(old);
 
@@ -481,6 +645,7 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	part->batch_messages++;
 	part->touched = true;
 	part->last_message = GetCurrentTimestamp();
+	update_watermark(w, part->last_message);
 	w->batch_count++;
 	return true;
 }
@@ -504,6 +669,40 @@ reset_batch(SaWorker *w)
 	MemoryContextReset(w->batch_cxt);
 }
 
+/*
+ * Tell listeners (channel streamagg_closed) which windows became final in
+ * this transaction: one notification per window whose final_until
+ * (watermark - allowed_lateness) passed at least one window end.  Only
+ * worker 0 of a stream notifies.
+ */
+static void
+notify_closed_windows(SaWorker *w)
+{
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindow   *win = w->windows[i];
+		TimestampTz until;
+
+		TimestampTz from = win->final_until;
+
+		win->pending_until = win->final_until;
+		if (w->args.index != 0 || TIMESTAMP_NOT_FINITE(w->watermark) ||
+			TIMESTAMP_NOT_FINITE(w->min_event))
+			continue;
+		/* windows ending before the first event read never held anything */
+		if (TIMESTAMP_NOT_FINITE(from) || from < w->min_event)
+			from = w->min_event;
+		until = w->watermark - win->lateness_us;
+		if (!sa_window_closing(win, from, until))
+			continue;
+		Async_Notify("streamagg_closed",
+					 psprintf("{\"stream\": \"%s\", \"window\": \"%s\", \"watermark\": \"%s\", \"final_until\": \"%s\"}",
+							  w->st->name, win->name, ts_text(w->watermark),
+							  ts_text(until)));
+		win->pending_until = until;
+	}
+}
+
 /* Window rows as the owner, then our own tables as the system user. */
 static void
 write_batch(SaWorker *w)
@@ -515,6 +714,7 @@ write_batch(SaWorker *w)
 	as_system();
 	sa_sink_offsets(w);
 	sa_sink_dead_letters(w);
+	notify_closed_windows(w);
 	if (w->had_error_at_start)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -622,6 +822,10 @@ commit_batch(SaWorker *w)
 	{
 		for (int i = 0; i < w->nparts; i++)
 			w->parts[i].committed = w->parts[i].next_offset;
+		for (int i = 0; i < w->nwindows; i++)
+			w->windows[i]->final_until = w->windows[i]->pending_until;
+		w->committed_watermark = w->watermark;
+		w->last_commit = GetCurrentTimestamp();
 		w->had_error_at_start = false;
 		pgstat_report_stat(false);
 		sa_kafka_update_watermarks(w);
@@ -695,18 +899,83 @@ partitions_changed(SaWorker *w)
 	return changed;
 }
 
-/* ---------- the loop ---------- */
-
+/*
+ * Delete window rows whose end is more than `retention` behind the
+ * committed watermark: a few thousand rows per transaction, between
+ * batches, at most once a second per window (worker 0 only).
+ */
 static void
-handle_interrupts(void)
+run_retention(SaWorker *w)
 {
-	CHECK_FOR_INTERRUPTS();
-	if (ConfigReloadPending)
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (w->args.index != 0 || TIMESTAMP_NOT_FINITE(w->committed_watermark))
+		return;
+	for (int i = 0; i < w->nwindows; i++)
 	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
+		SaWindow   *win = w->windows[i];
+		Oid			types[1] = {TIMESTAMPTZOID};
+		Datum		values[1];
+		uint64		deleted;
+
+		if (win->retention_us < 0 || now - win->retention_done < USECS_PER_SEC)
+			continue;
+		win->retention_done = now;
+		values[0] = TimestampTzGetDatum(w->committed_watermark - win->retention_us);
+		do
+		{
+			handle_interrupts();
+			begin_xact();
+			SPI_execute_with_args(psprintf("DELETE FROM %s WHERE ctid = ANY (ARRAY("
+										   "SELECT ctid FROM %s WHERE window_end < $1 LIMIT 5000))",
+										   win->result_name, win->result_name),
+								  1, types, values, NULL, false, 0);
+			deleted = SPI_processed;
+			if (win->state_name)
+			{
+				StringInfoData sql;
+
+				initStringInfo(&sql);
+				appendStringInfo(&sql, "DELETE FROM %s s WHERE s.window_start < $1 AND NOT EXISTS "
+								 "(SELECT 1 FROM %s r WHERE r.window_start = s.window_start",
+								 win->state_name, win->result_name);
+				for (int g = 0; g < win->ngroups; g++)
+					appendStringInfo(&sql, " AND r.%s IS NOT DISTINCT FROM s.%s",
+									 quote_identifier(win->groups[g].name),
+									 quote_identifier(win->groups[g].name));
+				appendStringInfoChar(&sql, ')');
+				SPI_execute_with_args(sql.data, 1, types, values, NULL, false, 0);
+			}
+			commit_xact();
+		} while (deleted == 5000);
 	}
 }
+
+/*
+ * Between batches: let the watermark advance with time (idle partitions),
+ * commit it when it moved so that closed windows become final and are
+ * notified, and run retention.  Returns false when the worker must reload.
+ */
+static bool
+idle_tick(SaWorker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	refresh_other_partitions(w);
+	update_watermark(w, now);
+	if (w->watermark > w->committed_watermark &&
+		TimestampDifferenceExceeds(w->last_commit, now, batch_time_ms(w)))
+	{
+		start_batch_xact(w);
+		if (!commit_batch(w))
+			return false;
+	}
+	run_retention(w);
+	return true;
+}
+
+/* ---------- the loop ---------- */
+
 
 /* Consume and commit until a reload or a stop is needed. */
 static SaRunEnd
@@ -754,6 +1023,8 @@ worker_run(SaWorker *w)
 			return SA_RUN_STOP;
 		if (w->batch_count == 0)
 		{
+			if (!idle_tick(w))
+				return SA_RUN_RELOAD;
 			sa_kafka_update_watermarks(w);
 			if (partitions_changed(w))
 				return SA_RUN_RELOAD;

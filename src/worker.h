@@ -59,6 +59,7 @@ typedef struct SaWorker
 	int			nwindows;
 	SaWindow  **windows;
 	SaRowInput *inputs;			/* one per window */
+	int64		max_span;		/* longest window size or session gap */
 	bool		all_builtin_types;	/* decode errors can be caught without a
 									 * subtransaction */
 
@@ -68,6 +69,15 @@ typedef struct SaWorker
 	int			nparts;
 	SaPartition *parts;
 	int64		epoch;
+
+	/* event time */
+	TimestampTz watermark;		/* moves forward row by row */
+	TimestampTz committed_watermark;
+	TimestampTz min_event;		/* smallest event time read since start */
+	int64		idle_us;		/* a partition silent this long is idle */
+	int			nothers;		/* the stream's partitions held by other workers */
+	SaPartLive *others;
+	TimestampTz last_commit;
 
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *queue;
