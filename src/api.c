@@ -405,8 +405,9 @@ check_free_name(RangeVar *rv, const char *relname, const char *what)
 
 /*
  * A window's name as stored: the result table's name as PostgreSQL reads
- * it (case folded, quotes removed), schema-qualified only if it was given
- * so.  drop_window normalizes its argument the same way.
+ * it (case folded), quoted where needed, schema-qualified only if it was
+ * given so.  drop_window normalizes its argument the same way, so 'Hits',
+ * 'hits' and '"hits"' name one window.
  */
 static char *
 normalize_window_name(const char *name, RangeVar **rvp)
@@ -420,7 +421,8 @@ normalize_window_name(const char *name, RangeVar **rvp)
 	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
 	if (rvp)
 		*rvp = rv;
-	return rv->schemaname ? psprintf("%s.%s", rv->schemaname, rv->relname) : rv->relname;
+	return rv->schemaname ? quote_qualified_identifier(rv->schemaname, rv->relname) :
+		(char *) quote_identifier(rv->relname);
 }
 
 static Datum
@@ -536,8 +538,10 @@ drop_window(const char *name)
 		char	   *nsp = get_namespace_name(get_rel_namespace(DatumGetObjectId(result)));
 		char	   *rel = get_rel_name(DatumGetObjectId(result));
 
-		SPI_execute(psprintf("DROP VIEW IF EXISTS %s",
-							 quote_qualified_identifier(nsp, psprintf("%s_final", rel))), false, 0);
+		if (OidIsValid(get_relname_relid(psprintf("%s_final", rel),
+										 get_rel_namespace(DatumGetObjectId(result)))))
+			SPI_execute(psprintf("DROP VIEW %s",
+								 quote_qualified_identifier(nsp, psprintf("%s_final", rel))), false, 0);
 		SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(nsp, rel)), false, 0);
 	}
 	if (!state_null && get_rel_name(DatumGetObjectId(state)) != NULL)
