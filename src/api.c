@@ -31,6 +31,7 @@
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
+#include "lib/stringinfo.h"
 
 PG_FUNCTION_INFO_V1(sa_create_stream);
 PG_FUNCTION_INFO_V1(sa_create_window);
@@ -325,10 +326,7 @@ set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("retention must not be shorter than allowed_lateness"),
 				 errhint("Rows of windows that can still receive late rows must be kept.")));
-	if (w->kind == SA_WIN_SESSION)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("session windows are not supported yet")));
+
 }
 
 static const char *const kind_names[] = {"tumbling", "hopping", "session", "global"};
@@ -365,6 +363,20 @@ create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *s
 				false, 0);
 }
 
+/* Sessions are looked up by group and end: index (group columns, window_end). */
+static char *
+session_index_sql(SaWindow *w, const char *qualname)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE INDEX ON %s (", qualname);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%s, ", quote_identifier(w->groups[i].name));
+	appendStringInfoString(&sql, "window_end)");
+	return sql.data;
+}
+
 /* Create the result table (as the caller) and, for avg, its state table. */
 static void
 create_tables(SaWindow *w, RangeVar *rv)
@@ -375,6 +387,8 @@ create_tables(SaWindow *w, RangeVar *rv)
 	if (SPI_execute(sa_window_create_sql(w, qualname, false), false, 0) < 0)
 		elog(ERROR, "could not create table %s", qualname);
 	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
+	if (w->kind == SA_WIN_SESSION)
+		SPI_execute(session_index_sql(w, qualname), false, 0);
 	if (w->kind != SA_WIN_GLOBAL)
 		create_final_view(w, rv, qualname, w->stream_name, w->lateness_datum);
 	if (w->navg > 0)

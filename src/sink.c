@@ -26,16 +26,8 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-/* Columns of a batch as arrays, one SPI parameter each. */
-typedef struct SaArrays
-{
-	int			n;				/* parameters so far */
-	Oid			types[FUNC_MAX_ARGS];
-	Datum		values[FUNC_MAX_ARGS];
-} SaArrays;
-
-static void
-add_array(SaArrays *a, Oid elemtype, Datum *elems, bool *nulls, int count)
+void
+sa_add_array(SaArrays *a, Oid elemtype, Datum *elems, bool *nulls, int count)
 {
 	int16		typlen;
 	bool		typbyval;
@@ -65,12 +57,12 @@ add_key_arrays(SaArrays *a, SaWindow *w, bool with_end)
 	{
 		for (int r = 0; r < n; r++)
 			d[r] = TimestampTzGetDatum(w->list[r]->wstart);
-		add_array(a, TIMESTAMPTZOID, d, nl, n);
+		sa_add_array(a, TIMESTAMPTZOID, d, nl, n);
 		if (with_end)
 		{
 			for (int r = 0; r < n; r++)
 				d[r] = TimestampTzGetDatum(w->list[r]->wend);
-			add_array(a, TIMESTAMPTZOID, d, nl, n);
+			sa_add_array(a, TIMESTAMPTZOID, d, nl, n);
 		}
 	}
 	for (int i = 0; i < w->ngroups; i++)
@@ -80,7 +72,7 @@ add_key_arrays(SaArrays *a, SaWindow *w, bool with_end)
 			d[r] = w->list[r]->keys[i];
 			nl[r] = w->list[r]->keynulls[i];
 		}
-		add_array(a, w->groups[i].typid, d, nl, n);
+		sa_add_array(a, w->groups[i].typid, d, nl, n);
 	}
 }
 
@@ -114,8 +106,8 @@ append_unnest(StringInfo sql, SaArrays *a)
 	appendStringInfoChar(sql, ')');
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, SaArrays *a)
+SPIPlanPtr
+sa_prepare_kept(const char *sql, SaArrays *a)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, a->n, a->types);
 
@@ -135,8 +127,8 @@ run_plan(SPIPlanPtr plan, SaArrays *a, int expect)
 }
 
 /* The exact average of a running sum and count, as avg() computes it. */
-static Datum
-avg_final(SaAgg *a, Datum sum, int64 count)
+Datum
+sa_avg_final(SaAgg *a, Datum sum, int64 count)
 {
 	switch (a->restype)
 	{
@@ -169,7 +161,7 @@ flush_avg_state(SaWindow *w)
 	add_key_arrays(&a, w, false);
 	for (int r = 0; r < n; r++)
 		d[r] = Int32GetDatum(r);
-	add_array(&a, INT4OID, d, nl, n);
+	sa_add_array(&a, INT4OID, d, nl, n);
 	for (int i = 0; i < w->naggs; i++)
 	{
 		if (w->aggs[i].kind != SA_AGG_AVG)
@@ -179,13 +171,13 @@ flush_avg_state(SaWindow *w)
 			d[r] = w->list[r]->vals[i].value;
 			nl[r] = w->list[r]->vals[i].isnull;
 		}
-		add_array(&a, w->aggs[i].statetype, d, nl, n);
+		sa_add_array(&a, w->aggs[i].statetype, d, nl, n);
 		for (int r = 0; r < n; r++)
 		{
 			d[r] = Int64GetDatum(w->list[r]->vals[i].count);
 			nl[r] = false;
 		}
-		add_array(&a, INT8OID, d, nl, n);
+		sa_add_array(&a, INT8OID, d, nl, n);
 	}
 
 	if (w->state_plan == NULL)
@@ -209,7 +201,7 @@ flush_avg_state(SaWindow *w)
 				appendStringInfo(&sql, "%ss%d, c%d", first ? ", " : ", ", i, i);
 				first = false;
 			}
-		w->state_plan = prepare_kept(sql.data, &a);
+		w->state_plan = sa_prepare_kept(sql.data, &a);
 	}
 	run_plan(w->state_plan, &a, SPI_OK_INSERT_RETURNING);
 
@@ -234,7 +226,7 @@ flush_avg_state(SaWindow *w)
 			count = DatumGetInt64(SPI_getbinval(tup, desc, col++, &isnull));
 			g->vals[i].isnull = sumnull || count == 0;
 			if (!g->vals[i].isnull)
-				g->vals[i].value = avg_final(&w->aggs[i], sum, count);
+				g->vals[i].value = sa_avg_final(&w->aggs[i], sum, count);
 		}
 	}
 }
@@ -288,6 +280,11 @@ sa_window_flush(SaWindow *w)
 
 	if (n == 0)
 		return;
+	if (w->kind == SA_WIN_SESSION)
+	{
+		sa_session_flush(w);
+		return;
+	}
 	qsort(w->list, n, sizeof(SaGroup *), compare_groups);
 	if (w->navg > 0)
 		flush_avg_state(w);
@@ -314,7 +311,7 @@ sa_window_flush(SaWindow *w)
 				nl[r] = v->isnull;
 			}
 		}
-		add_array(&a, agg->restype, d, nl, n);
+		sa_add_array(&a, agg->restype, d, nl, n);
 	}
 
 	if (w->upsert_plan == NULL)
@@ -328,7 +325,7 @@ sa_window_flush(SaWindow *w)
 		for (int i = 0; i < w->naggs; i++)
 			appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
 							 combine_sql(&w->aggs[i], quote_identifier(w->aggs[i].name)));
-		w->upsert_plan = prepare_kept(sql.data, &a);
+		w->upsert_plan = sa_prepare_kept(sql.data, &a);
 	}
 	run_plan(w->upsert_plan, &a, SPI_OK_INSERT);
 }

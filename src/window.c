@@ -469,8 +469,8 @@ lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt)
 }
 
 /* Fold one evaluated argument into a running value. */
-static void
-fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt)
+void
+sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt)
 {
 	MemoryContext old;
 
@@ -506,6 +506,26 @@ fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt)
 		v->value = datumCopy(arg, a->statebyval, a->statelen);
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Combine two running values of the same aggregate (sessions merging):
+ * counts and sums add, min and max compare, avg adds sum and count.
+ */
+void
+sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, MemoryContext cxt)
+{
+	for (int i = 0; i < w->naggs; i++)
+	{
+		SaAgg	   *a = &w->aggs[i];
+		SaAggValue *v = &into[i];
+		SaAggValue *f = &from[i];
+		int64		count = v->count + f->count;
+
+		if (a->kind != SA_AGG_COUNT_STAR && a->kind != SA_AGG_COUNT && !f->isnull)
+			sa_fold_value(a, v, f->value, false, cxt);
+		v->count = count;
+	}
 }
 
 /*
@@ -576,9 +596,15 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 			late++;
 			continue;
 		}
+		if (w->kind == SA_WIN_SESSION)
+		{
+			/* sessions are kept per group: the hash key is the group alone */
+			sa_session_add(w, lookup_group(w, 0, in, batchcxt), in, batchcxt);
+			continue;
+		}
 		g = lookup_group(w, starts[s], in, batchcxt);
 		for (int i = 0; i < w->naggs; i++)
-			fold_value(&w->aggs[i], &g->vals[i], in->args[i], in->argnulls[i], batchcxt);
+			sa_fold_value(&w->aggs[i], &g->vals[i], in->args[i], in->argnulls[i], batchcxt);
 	}
 	return late;
 }

@@ -70,6 +70,15 @@ typedef struct SaAggValue
 	int64		count;
 } SaAggValue;
 
+/* One session of a group in a batch (session windows). */
+typedef struct SaSession
+{
+	int64		start;			/* first event time */
+	int64		last;			/* last event time; window_end = last + gap */
+	struct SaSession *next;		/* the group's sessions, by start */
+	SaAggValue	vals[FLEXIBLE_ARRAY_MEMBER];
+} SaSession;
+
 /* One (window, group) of a batch. */
 typedef struct SaGroup
 {
@@ -78,6 +87,7 @@ typedef struct SaGroup
 	int64		wend;
 	Datum	   *keys;
 	bool	   *keynulls;
+	SaSession  *sessions;		/* session windows only */
 	SaAggValue	vals[FLEXIBLE_ARRAY_MEMBER];
 } SaGroup;
 
@@ -119,6 +129,9 @@ typedef struct SaWindow
 	/* prepared statements, kept across batches */
 	SPIPlanPtr	upsert_plan;
 	SPIPlanPtr	state_plan;
+	SPIPlanPtr	session_insert_plan;
+	SPIPlanPtr	session_state_insert_plan;
+	List	   *session_take_plans;	/* by NULL pattern of the group key */
 } SaWindow;
 
 /* Evaluated inputs of one message for one window. */
@@ -131,6 +144,14 @@ typedef struct SaRowInput
 	Datum	   *args;
 	bool	   *argnulls;
 } SaRowInput;
+
+/* Columns of a batch as arrays, one SPI parameter each (sink.c). */
+typedef struct SaArrays
+{
+	int			n;
+	Oid			types[FUNC_MAX_ARGS];
+	Datum		values[FUNC_MAX_ARGS];
+} SaArrays;
 
 /* window.c */
 extern SaWindow *sa_compile_window(SaStream *st, const char *name, const char *group_by,
@@ -146,8 +167,17 @@ extern void sa_window_reset(SaWindow *w);
 extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
 extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state);
 extern char *sa_agg_kind_name(SaAggKind kind);
+extern void sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, MemoryContext cxt);
+extern void sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt);
+
+/* session.c */
+extern void sa_session_add(SaWindow *w, SaGroup *g, SaRowInput *in, MemoryContext cxt);
+extern void sa_session_flush(SaWindow *w);
 
 /* sink.c */
 extern void sa_window_flush(SaWindow *w);
+extern void sa_add_array(SaArrays *a, Oid elemtype, Datum *elems, bool *nulls, int count);
+extern SPIPlanPtr sa_prepare_kept(const char *sql, SaArrays *a);
+extern Datum sa_avg_final(SaAgg *a, Datum sum, int64 count);
 
 #endif							/* SA_WINDOW_H */
