@@ -237,6 +237,21 @@ SELECT streamagg.pause(NULL);
 SELECT stream, partitions, lag, messages, dead_letters, watermark
 FROM streamagg.status;
 
+-- Session windows: (window_start, window_end, groups, aggregates), an index
+-- on (groups, window_end) to find neighbouring sessions, a _final view.
+SELECT streamagg.create_window('sessions', 'access', session_gap => '5 minutes',
+       group_by => 'ip', aggregates => 'count(*) AS n, avg(bytes) AS avg_bytes',
+       allowed_lateness => '1 minute', retention => '1 day');
+\d sessions
+\d sessions_final
+SELECT kind, session_gap, allowed_lateness, retention FROM streamagg.windows WHERE name = 'sessions';
+SELECT streamagg.create_window('bad_retention', 'access', size => '1 minute',
+       allowed_lateness => '1 hour', retention => '10 minutes');
+SELECT streamagg.create_window('bad_retention', 'access', retention => '10 minutes');
+SELECT streamagg.drop_window('sessions');
+SELECT to_regclass('sessions') AS sessions, to_regclass('sessions_state') AS state,
+       to_regclass('sessions_final') AS final;
+
 -- drop_stream refuses while windows read the stream; cascade drops them.
 SELECT streamagg.drop_stream('access');
 SELECT streamagg.drop_stream('access', cascade => false);
