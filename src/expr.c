@@ -19,7 +19,7 @@
 #include "nodes/nodeFuncs.h"
 #include "parser/parse_expr.h"
 #include "parser/parse_node.h"
-#include "parser/parser.h"
+#include "compat.h"
 
 static Node *
 sa_columnref_hook(ParseState *pstate, ColumnRef *cref)
@@ -92,7 +92,7 @@ parse_one_select(const char *sql, const char *what, const char *text)
 	RawStmt    *raw;
 	SelectStmt *sel;
 
-	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	stmts = sa_raw_parser(sql);
 	if (list_length(stmts) != 1)
 		goto bad;
 	raw = linitial_node(RawStmt, stmts);

@@ -15,7 +15,7 @@
 
 #include <signal.h>
 
-#include "funcapi.h"
+#include "compat.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
@@ -234,7 +234,7 @@ sa_live_partitions(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	InitMaterializedSRF(fcinfo, 0);
+	sa_materialize_srf(fcinfo);
 
 	LWLockAcquire(sa_lock, LW_SHARED);
 	for (int i = 0; i < sa_max_workers; i++)
@@ -274,7 +274,7 @@ sa_live_workers(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	InitMaterializedSRF(fcinfo, 0);
+	sa_materialize_srf(fcinfo);
 
 	LWLockAcquire(sa_lock, LW_SHARED);
 	for (int i = 0; i < sa_max_workers; i++)

@@ -23,6 +23,8 @@
  */
 #include "window.h"
 
+#include "compat.h"
+
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
@@ -683,7 +685,7 @@ sa_window_create_sql(SaWindow *w, const char *qualname, bool state)
 		appendStringInfoString(&sql, ", PRIMARY KEY (window_start))");
 	else if (w->ngroups > 0)
 	{
-		appendStringInfoString(&sql, ", UNIQUE NULLS NOT DISTINCT (");
+		appendStringInfo(&sql, ", %s (", SA_UNIQUE_NULLS_EQUAL);
 		append_key_columns(&sql, w, false);
 		appendStringInfoString(&sql, "))");
 	}
