@@ -17,6 +17,7 @@
 #include <ctype.h>
 
 #include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "parser/parse_type.h"
@@ -343,31 +344,23 @@ option_char(const char *key, const char *val)
 }
 
 /*
- * Apply the stream's own options (keys "streamagg.*") and, when asked,
- * check every other key with librdkafka.  Stream option keys:
- *	 streamagg.csv_delimiter, streamagg.csv_quote,
- *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.idle_timeout (ms)
+ * A stream's options as (key, text value) pairs (DefElem with a String):
+ * strings as they are, numbers and booleans as their JSON text.
  */
-void
-sa_apply_stream_options(SaStream *st, bool validate_kafka)
+List *
+sa_option_list(Jsonb *options)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	char	   *key = NULL;
+	List	   *result = NIL;
 
-	st->csv_delimiter = ',';
-	st->csv_quote = '"';
-	st->batch_size = 0;
-	st->batch_time_ms = 0;
-	st->idle_timeout_ms = -1;
-
-	if (!JB_ROOT_IS_OBJECT(st->options))
+	if (!JB_ROOT_IS_OBJECT(options))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object")));
-
-	it = JsonbIteratorInit(&st->options->root);
+	it = JsonbIteratorInit(&options->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		char	   *val;
@@ -389,6 +382,33 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("option \"%s\" must be a string, number or boolean", key)));
+		result = lappend(result, makeDefElem(key, (Node *) makeString(val), -1));
+	}
+	return result;
+}
+
+/*
+ * Apply the stream's own options (keys "streamagg.*") and, when asked,
+ * check every other key with librdkafka.  Stream option keys:
+ *	 streamagg.csv_delimiter, streamagg.csv_quote,
+ *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.idle_timeout (ms)
+ */
+void
+sa_apply_stream_options(SaStream *st, bool validate_kafka)
+{
+	ListCell   *lc;
+
+	st->csv_delimiter = ',';
+	st->csv_quote = '"';
+	st->batch_size = 0;
+	st->batch_time_ms = 0;
+	st->idle_timeout_ms = -1;
+
+	foreach(lc, sa_option_list(st->options))
+	{
+		DefElem    *opt = lfirst(lc);
+		char	   *key = opt->defname;
+		char	   *val = strVal(opt->arg);
 
 		if (strcmp(key, "streamagg.csv_delimiter") == 0)
 			st->csv_delimiter = option_char(key, val);

@@ -72,10 +72,7 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char		kbytes[32];
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *key = NULL;
+	ListCell   *lc;
 
 	snprintf(kbytes, sizeof(kbytes), "%d", sa_queue_kbytes);
 	/* assign() wants a group id; nothing is ever committed under it */
@@ -91,27 +88,12 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 		!conf_set(conf, "log.queue", "true", errstr, errlen))
 		goto fail;
 
-	it = JsonbIteratorInit(&st->options->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	foreach(lc, sa_option_list(st->options))
 	{
-		char	   *val;
+		DefElem    *opt = lfirst(lc);
 
-		if (tok == WJB_KEY)
-		{
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-			continue;
-		}
-		if (tok != WJB_VALUE || strncmp(key, "streamagg.", 10) == 0)
-			continue;
-		if (v.type == jbvString)
-			val = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (v.type == jbvNumeric)
-			val = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-		else if (v.type == jbvBool)
-			val = pstrdup(v.val.boolean ? "true" : "false");
-		else
-			continue;
-		if (!conf_set(conf, key, val, errstr, errlen))
+		if (strncmp(opt->defname, "streamagg.", 10) != 0 &&
+			!conf_set(conf, opt->defname, strVal(opt->arg), errstr, errlen))
 			goto fail;
 	}
 	rd_kafka_conf_set_log_cb(conf, sa_kafka_log);

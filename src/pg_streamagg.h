@@ -190,6 +190,7 @@ extern SaFormat sa_parse_format(const char *fmt);
 extern SaOnError sa_parse_on_error(const char *s);
 extern int	sa_column_index(SaStream *st, const char *name);
 extern void sa_apply_stream_options(SaStream *st, bool validate_kafka);
+extern List *sa_option_list(Jsonb *options);
 extern int64 sa_interval_usecs(Interval *iv, const char *what);
 
 /* ---- expr.c ---- */
