@@ -257,7 +257,7 @@ sa_create_stream(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not store stream \"%s\"", st->name);
 	}
 	SPI_finish();
-	sa_request_database(MyDatabaseId);
+	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -519,7 +519,7 @@ sa_create_window(PG_FUNCTION_ARGS)
 	}
 	reset_epoch(stream);
 	SPI_finish();
-	sa_request_database(MyDatabaseId);
+	sa_wake_manager_at_commit();
 	PG_RETURN_OID(w->result_rel);
 }
 
@@ -571,6 +571,7 @@ sa_drop_window(PG_FUNCTION_ARGS)
 	SPI_connect();
 	drop_window(normalize_window_name(arg_text(fcinfo, 0, "name"), NULL));
 	SPI_finish();
+	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -598,6 +599,7 @@ sa_drop_stream(PG_FUNCTION_ARGS)
 	catalog_exec1("DELETE FROM streamagg.dead_letters WHERE stream = $1", name, SPI_OK_DELETE);
 	catalog_exec1("DELETE FROM streamagg.streams WHERE name = $1", name, SPI_OK_DELETE);
 	SPI_finish();
+	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -613,7 +615,7 @@ set_state(const char *name, const char *state)
 				 "last_error = CASE WHEN $2 = 'running' THEN NULL ELSE last_error END "
 				 "WHERE name = $1", 2, types, values, SPI_OK_UPDATE);
 	SPI_finish();
-	sa_request_database(MyDatabaseId);
+	sa_wake_manager_at_commit();
 }
 
 Datum

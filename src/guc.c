@@ -14,11 +14,11 @@
 #include "utils/guc.h"
 
 int			sa_max_workers = 32;
-int			sa_batch_size = 20000;
+int			sa_batch_size = 100000;
 int			sa_batch_time_ms = 200;
 int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
-int			sa_queue_kbytes = 16384;
+int			sa_queue_kbytes = 32768;
 
 void
 sa_define_gucs(void)
@@ -31,8 +31,8 @@ sa_define_gucs(void)
 
 	DefineCustomIntVariable("streamagg.batch_size",
 							"Messages after which a worker commits a batch.",
-							NULL,
-							&sa_batch_size, 20000, 1, 10000000,
+							"Batches reach this size while a backlog drains; when caught up, streamagg.batch_time closes them first.",
+							&sa_batch_size, 100000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("streamagg.batch_time",
@@ -56,7 +56,7 @@ sa_define_gucs(void)
 	DefineCustomIntVariable("streamagg.queue_kbytes",
 							"Prefetch bound of each worker's Kafka consumer, in kilobytes.",
 							"Passed to librdkafka as queued.max.messages.kbytes unless the stream's options set it.",
-							&sa_queue_kbytes, 16384, 1024, 2097151,
+							&sa_queue_kbytes, 32768, 1024, 2097151,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

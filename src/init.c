@@ -113,4 +113,5 @@ _PG_init(void)
 	ProcessUtility_hook = sa_process_utility;
 
 	sa_register_launcher();
+	sa_register_xact_callback();
 }

@@ -64,7 +64,12 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errstr, 
 
 /*
  * The consumer configuration of a stream: our defaults, then the user's
- * options (which may override them).  Returns NULL with errstr set when a
+ * options (which may override them).
+ *
+ * Prefetch is bounded by bytes only (streamagg.queue_kbytes), not by a
+ * per-partition message count: librdkafka 2.0 pauses a partition whose
+ * queue reaches either bound and resumes it late, and a worker drains its
+ * queue in bursts between commits, so a tight bound starves it.  Returns NULL with errstr set when a
  * property is unknown or its value invalid.
  */
 rd_kafka_conf_t *
@@ -84,6 +89,7 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 		!conf_set(conf, "enable.partition.eof", "false", errstr, errlen) ||
 		!conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
 		!conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errlen) ||
+		!conf_set(conf, "queued.min.messages", "1000000", errstr, errlen) ||
 		!conf_set(conf, "fetch.wait.max.ms", "100", errstr, errlen) ||
 		!conf_set(conf, "log.queue", "true", errstr, errlen))
 		goto fail;

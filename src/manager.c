@@ -60,6 +60,7 @@ manager_set_state(SaDbState state)
 	{
 		sa_shared->dbs[sa_db_slot].state = state;
 		sa_shared->dbs[sa_db_slot].manager_pid = (state == SA_DB_RUNNING) ? MyProcPid : 0;
+		sa_shared->dbs[sa_db_slot].manager_latch = (state == SA_DB_RUNNING) ? MyLatch : NULL;
 	}
 	LWLockRelease(sa_lock);
 }

@@ -69,6 +69,7 @@ typedef struct SaDbSlot
 	Oid			dboid;
 	SaDbState	state;
 	pid_t		manager_pid;
+	Latch	   *manager_latch;	/* set it to make the manager look now */
 	TimestampTz requested_at;
 } SaDbSlot;
 
@@ -108,6 +109,8 @@ extern LWLock *sa_lock;
 extern void sa_shmem_request(void);
 extern void sa_shmem_startup(void);
 extern void sa_request_database(Oid dboid);
+extern void sa_wake_manager_at_commit(void);
+extern void sa_register_xact_callback(void);
 extern SaWorkerSlot *sa_worker_slot_acquire(Oid dboid, const char *stream, int index);
 extern void sa_stop_database_workers(Oid dboid);
 

@@ -15,6 +15,7 @@
 
 #include <signal.h>
 
+#include "access/xact.h"
 #include "compat.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -96,6 +97,50 @@ sa_request_database(Oid dboid)
 						SA_MAX_DATABASES)));
 	if (latch)
 		SetLatch(latch);
+}
+
+static bool wake_at_commit = false;
+
+/*
+ * Wake this database's manager when the current transaction commits (its
+ * catalog changes are visible then), or ask the launcher for one.
+ */
+void
+sa_wake_manager_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+static void
+sa_xact_callback(XactEvent event, void *arg)
+{
+	Latch	   *latch = NULL;
+	bool		running = false;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
+		return;
+	if (event == XACT_EVENT_COMMIT && wake_at_commit && sa_shared != NULL)
+	{
+		LWLockAcquire(sa_lock, LW_SHARED);
+		for (int i = 0; i < SA_MAX_DATABASES; i++)
+			if (sa_shared->dbs[i].dboid == MyDatabaseId && sa_shared->dbs[i].state == SA_DB_RUNNING)
+			{
+				latch = sa_shared->dbs[i].manager_latch;
+				running = true;
+			}
+		LWLockRelease(sa_lock);
+		if (latch)
+			SetLatch(latch);
+		if (!running)
+			sa_request_database(MyDatabaseId);
+	}
+	wake_at_commit = false;
+}
+
+void
+sa_register_xact_callback(void)
+{
+	RegisterXactCallback(sa_xact_callback, NULL);
 }
 
 static void

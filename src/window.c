@@ -690,7 +690,12 @@ sa_window_create_sql(SaWindow *w, const char *qualname, bool state)
 		appendStringInfoString(&sql, "))");
 	}
 	else
-		appendStringInfo(&sql, "); CREATE UNIQUE INDEX ON %s ((true))", qualname);
+		appendStringInfoChar(&sql, ')');
+
+	/* rows are updated batch after batch: leave room for HOT updates */
+	appendStringInfoString(&sql, " WITH (fillfactor = 70)");
+	if (w->kind == SA_WIN_GLOBAL && w->ngroups == 0)
+		appendStringInfo(&sql, "; CREATE UNIQUE INDEX ON %s ((true))", qualname);
 	return sql.data;
 }
 

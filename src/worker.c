@@ -54,6 +54,7 @@
 #include "utils/timestamp.h"
 
 #define SA_POLL_MAX 1000
+#define SA_BACKLOG_MESSAGES 5000	/* fetched and waiting: we are behind */
 #define SA_METADATA_INTERVAL_MS 10000
 
 /* Why a batch or a run ended. */
@@ -866,6 +867,17 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	if (last && (part = find_partition(w, last->partition)) != NULL &&
 		last->offset < part->careful_until)
 		return true;
+
+	/*
+	 * The time bound keeps results fresh when the stream is caught up.
+	 * While a backlog drains (many messages already fetched), batches grow
+	 * up to batch_size instead: fewer rows written per message.  They still
+	 * close after five times batch_time.
+	 */
+	if (TimestampDifferenceExceeds(w->batch_started, GetCurrentTimestamp(), 5 * batch_time_ms(w)))
+		return true;
+	if (w->backlog)
+		return false;
 	return TimestampDifferenceExceeds(w->batch_started, GetCurrentTimestamp(), batch_time_ms(w));
 }
 
@@ -995,6 +1007,7 @@ worker_run(SaWorker *w)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		n = rd_kafka_consume_batch_queue(w->queue, timeout, msgs, SA_POLL_MAX);
 		pgstat_report_wait_end();
+		w->backlog = n == SA_POLL_MAX && rd_kafka_queue_length(w->queue) >= SA_BACKLOG_MESSAGES;
 
 		for (ssize_t i = 0; i < n; i++)
 		{

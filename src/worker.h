@@ -85,6 +85,7 @@ typedef struct SaWorker
 
 	/* the current batch */
 	int			batch_count;
+	bool		backlog;		/* the last poll found many messages waiting */
 	TimestampTz batch_started;
 	bool		in_xact;
 	List	   *dead;			/* SaDeadLetter, in batch_cxt */
