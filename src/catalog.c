@@ -251,6 +251,9 @@ sa_parse_columns(const char *spec, int *ncols)
 		init_column(&cols[n], name, typid, typmod);
 		if (path)
 			cols[n].path = parse_json_path(name, path, &cols[n].pathlen);
+		cols[n].pathkeylen = palloc(sizeof(int) * cols[n].pathlen);
+		for (int k = 0; k < cols[n].pathlen; k++)
+			cols[n].pathkeylen[k] = strlen(cols[n].path[k]);
 		n++;
 	}
 	*ncols = n;

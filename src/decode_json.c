@@ -407,9 +407,9 @@ scan_object(JsonScan *s, int depth, int *cands, int ncands)
 		for (int i = 0; i < ncands; i++)
 		{
 			SaColumn   *c = &s->w->st->cols[cands[i]];
-			const char *want = c->path[depth];
 
-			if (strlen(want) == keylen && memcmp(want, key, keylen) == 0)
+			if ((size_t) c->pathkeylen[depth] == keylen &&
+				memcmp(c->path[depth], key, keylen) == 0)
 			{
 				if (c->pathlen == depth + 1 && nf < lengthof(finals))
 					finals[nf++] = cands[i];

@@ -287,7 +287,7 @@ sa_kafka_update_watermarks(SaWorker *w)
 
 		if (rd_kafka_get_watermark_offsets(w->rk, w->st->topic, part->partition,
 										   &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
-			part->live->high_watermark = hi;
+			part->live->high_watermark = part->high_watermark = hi;
 		part->live->committed = part->committed;
 		part->live->max_event_time = part->max_event_time;
 		part->live->last_message = part->last_message;

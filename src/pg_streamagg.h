@@ -163,6 +163,7 @@ typedef struct SaColumn
 	bool		is_json;		/* json/jsonb: nested values go in as JSON */
 	int			pathlen;		/* JSON: keys from the top; 1 = top-level */
 	char	  **path;
+	int		   *pathkeylen;		/* strlen of each path key */
 } SaColumn;
 
 typedef struct SaStream

@@ -296,6 +296,7 @@ load_other_partitions(SaWorker *w)
 		o->partition = p;
 		o->max_event_time = isnull ? DT_NOBEGIN : DatumGetTimestampTz(met);
 		o->last_message = now;
+		o->high_watermark = -1;
 	}
 }
 
@@ -321,6 +322,8 @@ refresh_other_partitions(SaWorker *w)
 						w->others[o].max_event_time = slot->parts[p].max_event_time;
 					if (slot->parts[p].last_message > w->others[o].last_message)
 						w->others[o].last_message = slot->parts[p].last_message;
+					w->others[o].committed = slot->parts[p].committed;
+					w->others[o].high_watermark = slot->parts[p].high_watermark;
 				}
 	}
 	LWLockRelease(sa_lock);
@@ -328,9 +331,10 @@ refresh_other_partitions(SaWorker *w)
 
 /*
  * The watermark: the smallest, over the stream's partitions, of the
- * largest event time read in each.  A partition silent for idle_timeout
- * does not hold it back; when all are silent it is the largest event time
- * read anywhere.  It never moves backwards.
+ * largest event time read in each.  A partition that has been silent for
+ * idle_timeout and has nothing unread in Kafka does not hold it back (a
+ * partition that is merely slow to be fetched does); when all are idle it
+ * is the largest event time read anywhere.  It never moves backwards.
  */
 static void
 update_watermark(SaWorker *w, TimestampTz now)
@@ -342,12 +346,16 @@ update_watermark(SaWorker *w, TimestampTz now)
 	for (int i = 0; i < w->nparts + w->nothers; i++)
 	{
 		bool		mine = i < w->nparts;
-		TimestampTz met = mine ? w->parts[i].max_event_time : w->others[i - w->nparts].max_event_time;
-		TimestampTz last = mine ? w->parts[i].last_message : w->others[i - w->nparts].last_message;
+		SaPartition *part = mine ? &w->parts[i] : NULL;
+		SaPartLive *other = mine ? NULL : &w->others[i - w->nparts];
+		TimestampTz met = mine ? part->max_event_time : other->max_event_time;
+		TimestampTz last = mine ? part->last_message : other->last_message;
+		int64		hw = mine ? part->high_watermark : other->high_watermark;
+		int64		position = mine ? part->next_offset : other->committed;
 
 		if (met > high)
 			high = met;
-		if (w->idle_us > 0 && now - last > w->idle_us)
+		if (w->idle_us > 0 && now - last > w->idle_us && (hw < 0 || position >= hw))
 			continue;
 		active = true;
 		if (met < low)
@@ -584,7 +592,7 @@ start_batch_xact(SaWorker *w)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	as_owner(w);
 	w->in_xact = true;
-	w->batch_started = GetCurrentTimestamp();
+	w->batch_started = w->now;
 	refresh_other_partitions(w);
 }
 
@@ -599,7 +607,7 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	SaPartition *part = find_partition(w, msg->partition);
 	SaPoison   *poison;
 	char	   *error = NULL;
-	int64		t = 0;
+	int64		t = DT_NOBEGIN;		/* stays so unless the row decodes */
 	MemoryContext old;
 
 	if (part == NULL || msg->offset < part->next_offset)
@@ -617,6 +625,7 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	}
 	else if (!sa_decode_message(w, msg, &error) || !event_time(w, &t, &error))
 	{
+		t = DT_NOBEGIN;
 		if (w->st->on_error == SA_ON_ERROR_STOP)
 		{
 			MemoryContextSwitchTo(old);
@@ -635,8 +644,6 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	{
 		for (int i = 0; i < w->nwindows; i++)
 			aggregate_into(w, i, msg, t);
-		if (t > part->max_event_time)
-			part->max_event_time = t;
 		if (t < w->min_event)
 			w->min_event = t;
 	}
@@ -645,8 +652,13 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	part->next_offset = msg->offset + 1;
 	part->batch_messages++;
 	part->touched = true;
-	part->last_message = GetCurrentTimestamp();
-	update_watermark(w, part->last_message);
+	part->last_message = w->now;
+	if (t > part->max_event_time)
+	{
+		/* only a partition's new largest event time can move the watermark */
+		part->max_event_time = t;
+		update_watermark(w, w->now);
+	}
 	w->batch_count++;
 	return true;
 }
@@ -874,11 +886,11 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	 * up to batch_size instead: fewer rows written per message.  They still
 	 * close after five times batch_time.
 	 */
-	if (TimestampDifferenceExceeds(w->batch_started, GetCurrentTimestamp(), 5 * batch_time_ms(w)))
+	if (TimestampDifferenceExceeds(w->batch_started, w->now, 5 * batch_time_ms(w)))
 		return true;
 	if (w->backlog)
 		return false;
-	return TimestampDifferenceExceeds(w->batch_started, GetCurrentTimestamp(), batch_time_ms(w));
+	return TimestampDifferenceExceeds(w->batch_started, w->now, batch_time_ms(w));
 }
 
 /* New partitions of the topic that belong to us mean a reload. */
@@ -1003,10 +1015,17 @@ worker_run(SaWorker *w)
 		handle_interrupts();
 		sa_kafka_serve(w);
 		if (w->batch_count > 0)
-			timeout = Min(timeout, batch_time_ms(w));
+		{
+			/* do not wait past the moment the batch is due */
+			long		left = batch_time_ms(w) -
+				(long) ((GetCurrentTimestamp() - w->batch_started) / 1000);
+
+			timeout = (int) Max(1, Min(timeout, left));
+		}
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		n = rd_kafka_consume_batch_queue(w->queue, timeout, msgs, SA_POLL_MAX);
 		pgstat_report_wait_end();
+		w->now = GetCurrentTimestamp();
 		w->backlog = n == SA_POLL_MAX && rd_kafka_queue_length(w->queue) >= SA_BACKLOG_MESSAGES;
 
 		for (ssize_t i = 0; i < n; i++)

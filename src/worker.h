@@ -25,6 +25,7 @@ typedef struct SaPartition
 	bool		touched;		/* has messages in this batch */
 	int64		careful_until;	/* commit one message at a time below this */
 	TimestampTz last_message;
+	int64		high_watermark; /* Kafka's, as last seen; -1 unknown */
 	SaPartLive *live;			/* our entry in shared memory */
 } SaPartition;
 
@@ -85,6 +86,7 @@ typedef struct SaWorker
 
 	/* the current batch */
 	int			batch_count;
+	TimestampTz now;			/* time of the last poll */
 	bool		backlog;		/* the last poll found many messages waiting */
 	TimestampTz batch_started;
 	bool		in_xact;
