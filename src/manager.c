@@ -46,6 +46,7 @@ typedef struct ManagedWorker
 	int			failures;
 	TimestampTz started_at;
 	TimestampTz next_start;
+	bool		start_failed;	/* said once, until a start succeeds */
 } ManagedWorker;
 
 static ManagedWorker *managed;
@@ -159,6 +160,36 @@ manager_read_catalog(void)
 	return present;
 }
 
+/* Put why a stream's worker cannot run where streamagg.status shows it. */
+static void
+manager_record_error(const char *stream, const char *message)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(stream), CStringGetTextDatum(message)};
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		SPI_execute_with_args("UPDATE streamagg.streams SET last_error = $2 WHERE name = $1",
+							  2, types, values, NULL, false, 0);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		/* the catalog may be going away; the next look will tell */
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+}
+
 static void
 manager_start_worker(ManagedWorker *w)
 {
@@ -187,13 +218,21 @@ manager_start_worker(ManagedWorker *w)
 	w->handle = NULL;
 	if (!RegisterDynamicBackgroundWorker(&bgw, &w->handle))
 	{
-		ereport(LOG,
-				(errmsg("pg_streamagg could not start worker %d of stream \"%s\"",
-						w->index, w->stream),
-				 errhint("Raise max_worker_processes.")));
+		char	   *msg = psprintf("could not start worker %d: no free background worker slot "
+								   "(max_worker_processes = %d)", w->index, max_worker_processes);
+
+		if (!w->start_failed)
+		{
+			ereport(LOG,
+					(errmsg("pg_streamagg stream \"%s\": %s", w->stream, msg),
+					 errhint("Raise max_worker_processes and restart the server.")));
+			manager_record_error(w->stream, msg);
+			w->start_failed = true;
+		}
 		w->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
 		return;
 	}
+	w->start_failed = false;
 	w->started_at = GetCurrentTimestamp();
 }
 
