@@ -14,7 +14,7 @@
 #include "utils/guc.h"
 
 int			sa_max_workers = 32;
-int			sa_batch_size = 100000;
+int			sa_batch_size = 200000;
 int			sa_batch_time_ms = 200;
 int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
@@ -32,7 +32,7 @@ sa_define_gucs(void)
 	DefineCustomIntVariable("streamagg.batch_size",
 							"Messages after which a worker commits a batch.",
 							"Batches reach this size while a backlog drains; when caught up, streamagg.batch_time closes them first.",
-							&sa_batch_size, 100000, 1, 10000000,
+							&sa_batch_size, 200000, 1, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("streamagg.batch_time",

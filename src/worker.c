@@ -55,6 +55,7 @@
 
 #define SA_POLL_MAX 1000
 #define SA_BACKLOG_MESSAGES 5000	/* fetched and waiting: we are behind */
+#define SA_BATCH_DEAD_BYTES (16 * 1024 * 1024)	/* dead letters a batch may hold */
 #define SA_METADATA_INTERVAL_MS 10000
 
 /* Why a batch or a run ended. */
@@ -493,6 +494,7 @@ add_dead_letter(SaWorker *w, const rd_kafka_message_t *msg, const char *window,
 	dl->offset = msg->offset;
 	dl->key = copy_bytes(msg->key, msg->key_len);
 	dl->payload = copy_bytes(msg->payload, msg->len);
+	w->dead_bytes += msg->key_len + msg->len;
 	dl->reason = reason;
 	dl->error = error ? pstrdup(error) : NULL;
 	w->dead = lappend(w->dead, dl);
@@ -677,6 +679,7 @@ reset_batch(SaWorker *w)
 		w->parts[i].touched = false;
 	}
 	w->dead = NIL;
+	w->dead_bytes = 0;
 	w->batch_count = 0;
 	w->in_xact = false;
 	MemoryContextReset(w->batch_cxt);
@@ -874,7 +877,7 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 		return false;
 	if (w->stop_requested)
 		return true;
-	if (w->batch_count >= batch_size(w))
+	if (w->batch_count >= batch_size(w) || w->dead_bytes >= SA_BATCH_DEAD_BYTES)
 		return true;
 	if (last && (part = find_partition(w, last->partition)) != NULL &&
 		last->offset < part->careful_until)

@@ -91,6 +91,7 @@ typedef struct SaWorker
 	TimestampTz batch_started;
 	bool		in_xact;
 	List	   *dead;			/* SaDeadLetter, in batch_cxt */
+	Size		dead_bytes;		/* their keys and payloads */
 	bool		stop_requested; /* on_error = stop met a bad message */
 	char	   *stop_error;
 
