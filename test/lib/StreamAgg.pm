@@ -25,7 +25,7 @@ use PostgreSQL::Test::Utils;
 our @EXPORT = qw(
   new_node brokers broker_dir broker_cmd create_topic
   produce consume_all escape_bytes unescape_bytes
-  wait_for worker_pids tool_path
+  wait_for try_query worker_pids tool_path
 );
 
 # test/bin, next to test/lib where this file lives
@@ -326,12 +326,16 @@ sub wait_for
 	$timeout_s //= 60;
 	my $dbname = $opts{dbname} // 'postgres';
 	my $t0 = time;
-	my $res;
+
+	# Polls with try_query, not poll_query_until: right after a crash the
+	# server refuses connections, and psql can exit before the query is
+	# written to it (IPC::Run then dies with a broken pipe).
+	while (time - $t0 < $timeout_s)
 	{
-		local $PostgreSQL::Test::Utils::timeout_default = $timeout_s;
-		$res = $node->poll_query_until($dbname, $sql, $expected);
+		my $out = try_query($node, $sql, dbname => $dbname);
+		return 1 if defined $out && $out eq $expected;
+		select(undef, undef, undef, 0.1);
 	}
-	return 1 if $res;
 
 	my $logtail = '';
 	if (open my $fh, '<', $node->logfile)
@@ -346,6 +350,19 @@ sub wait_for
 		  . "query:    %s\nexpected: %s\nserver log (tail):\n%s",
 		$node->name, time - $t0, $timeout_s, $sql, $expected, $logtail);
 	return 0;
+}
+
+# try_query($node, $sql, %opts): the output of $sql (psql -At), or undef
+# when it fails, also while the server is restarting after a crash.
+#   dbname => database (default 'postgres')
+sub try_query
+{
+	my ($node, $sql, %opts) = @_;
+	my ($ret, $out);
+	local $SIG{PIPE} = 'IGNORE';
+	eval { ($ret, $out) = $node->psql($opts{dbname} // 'postgres', $sql); 1 }
+	  or return undef;
+	return (defined $ret && $ret == 0) ? $out : undef;
 }
 
 # worker_pids($node, $pattern): pids of pg_streamagg background workers whose

@@ -213,10 +213,10 @@ for my $round (1 .. $chunks)
 	my $back = 0;
 	for (1 .. 600)
 	{
-		# the server may still be in crash recovery: psql, not safe_psql
-		my ($rc, $out) = $node->psql('postgres',
+		# the server may still be in crash recovery
+		my $out = try_query($node,
 			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_streamagg worker'");
-		my @now = $rc == 0 ? split(/\n/, $out) : ();
+		my @now = defined $out ? split(/\n/, $out) : ();
 		my %old = map { $_ => 1 } split(/,/, $before);
 		if (@now == 2 && !grep { $old{$_} } @now) { $back = 1; last; }
 		select(undef, undef, undef, 0.2);

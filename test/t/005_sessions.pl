@@ -144,7 +144,7 @@ my @pids = worker_pids($node, 'pg_streamagg worker');
 kill 'KILL', @pids;
 note('SIGKILL of the workers at about 40 rows');
 # the server restarts after the crash: wait until it answers again
-$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+wait_for($node, 'SELECT true', 't', 120) or die 'server did not come back';
 produce('ss_killed', rows_of(@shuffled[ $half .. $#shuffled ]));
 # the bridging row of section 2 is in raw too: produce it here as well
 my $extra = q1("SELECT count(*) FROM raw") - $n_events;
