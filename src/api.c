@@ -88,7 +88,12 @@ catalog_exec1(const char *sql, const char *arg, int expect)
 	return catalog_exec(sql, 1, types, values, expect);
 }
 
-/* Load a stream (as the superuser) and check the caller owns it. */
+/*
+ * Load a stream (as the superuser) and check the caller owns it.  The
+ * stream's row is locked FOR UPDATE until the end of the transaction: a
+ * worker setting itself up holds it FOR SHARE, so changes to the stream
+ * and its windows never interleave with a worker's setup.
+ */
 static SaStream *
 owned_stream(const char *name)
 {
@@ -98,6 +103,9 @@ owned_stream(const char *name)
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_execute_with_args("SELECT 1 FROM streamagg.streams WHERE name = $1 FOR UPDATE",
+						  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)},
+						  NULL, false, 0);
 	st = sa_load_stream(name);
 	SetUserIdAndSecContext(save_user, save_sec);
 	if (!sa_is_owner(st->owner))
@@ -457,6 +465,7 @@ sa_create_window(PG_FUNCTION_ARGS)
 	RangeVar   *rv;
 	SaStream   *st;
 	SaWindow   *w;
+	Oid			result;
 	Oid			types[14] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
 		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
 	Datum		values[14];
@@ -518,9 +527,10 @@ sa_create_window(PG_FUNCTION_ARGS)
 		SetUserIdAndSecContext(save_user, save_sec);
 	}
 	reset_epoch(stream);
+	result = w->result_rel;		/* w lives in SPI memory */
 	SPI_finish();
 	sa_wake_manager_at_commit();
-	PG_RETURN_OID(w->result_rel);
+	PG_RETURN_OID(result);
 }
 
 /* Drop one window: its definition, result table and state table. */

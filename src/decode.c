@@ -148,7 +148,10 @@ sa_decode_message(SaWorker *w, const rd_kafka_message_t *msg, char **error)
 	}
 
 	if (!w->all_builtin_types)
+	{
 		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);		/* values live in the message's memory */
+	}
 	PG_TRY();
 	{
 		ok = decode_payload(w, msg, error);
@@ -166,6 +169,8 @@ sa_decode_message(SaWorker *w, const rd_kafka_message_t *msg, char **error)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		if (!sa_is_data_error(edata->sqlerrcode))
+			PG_RE_THROW();		/* a cancel or out of memory is not the message's fault */
 		FlushErrorState();
 		if (!w->all_builtin_types)
 		{

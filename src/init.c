@@ -47,6 +47,14 @@ sa_shmem_request_hook(void)
 }
 #endif
 
+static void sa_standard_utility(PlannedStmt *pstmt, const char *queryString,
+#if PG_VERSION_NUM >= 140000
+								bool readOnlyTree,
+#endif
+								ProcessUtilityContext context, ParamListInfo params,
+								QueryEnvironment *queryEnv, DestReceiver *dest,
+								QueryCompletion *qc);
+
 /*
  * DROP DATABASE waits only a few seconds for other sessions to leave the
  * database.  Our manager and workers are such sessions, so stop them
@@ -62,16 +70,44 @@ sa_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+	Oid			dropping = InvalidOid;
 
 	if (IsA(parsetree, DropdbStmt))
 	{
 		DropdbStmt *stmt = (DropdbStmt *) parsetree;
-		Oid			dboid = get_database_oid(stmt->dbname, true);
 
-		if (OidIsValid(dboid))
-			sa_stop_database_workers(dboid);
+		dropping = get_database_oid(stmt->dbname, true);
+		if (OidIsValid(dropping))
+			sa_stop_database_workers(dropping);
 	}
 
+	PG_TRY();
+	{
+		sa_standard_utility(pstmt, queryString,
+#if PG_VERSION_NUM >= 140000
+							readOnlyTree,
+#endif
+							context, params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* the drop failed (users still connected): serve the database again */
+		if (OidIsValid(dropping))
+			sa_request_database(dropping);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+static void
+sa_standard_utility(PlannedStmt *pstmt, const char *queryString,
+#if PG_VERSION_NUM >= 140000
+					bool readOnlyTree,
+#endif
+					ProcessUtilityContext context, ParamListInfo params,
+					QueryEnvironment *queryEnv, DestReceiver *dest,
+					QueryCompletion *qc)
+{
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString,
 #if PG_VERSION_NUM >= 140000

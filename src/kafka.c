@@ -24,6 +24,7 @@
 #define SA_METADATA_TIMEOUT_MS 10000
 
 static char last_kafka_error[512];
+static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
 
 /* Log callback: runs on the worker's thread (served by rd_kafka_poll). */
 static void
@@ -43,11 +44,10 @@ sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
 	char		fatal[512];
 
+	/* no ERROR from inside librdkafka: note it, sa_kafka_serve raises it */
 	if (err == RD_KAFKA_RESP_ERR__FATAL &&
 		rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("fatal Kafka error: %s", fatal)));
+		strlcpy(fatal_kafka_error, fatal, sizeof(fatal_kafka_error));
 	if (strcmp(last_kafka_error, reason) != 0)
 	{
 		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
@@ -157,6 +157,10 @@ void
 sa_kafka_serve(SaWorker *w)
 {
 	rd_kafka_poll(w->rk, 0);
+	if (fatal_kafka_error[0] != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("fatal Kafka error: %s", fatal_kafka_error)));
 }
 
 /* A consumer error delivered as a message: logged once per distinct error. */

@@ -161,6 +161,25 @@ launcher_manager_alive(LauncherDb *entry)
 	return GetBackgroundWorkerPid(entry->handle, &pid) != BGWH_STOPPED;
 }
 
+static void
+forget_database(SaDbSlot *slot, Oid dboid)
+{
+	LWLockAcquire(sa_lock, LW_EXCLUSIVE);
+	if (slot->state == SA_DB_ABSENT && slot->dboid == dboid)
+	{
+		slot->state = SA_DB_FREE;
+		slot->dboid = InvalidOid;
+	}
+	LWLockRelease(sa_lock);
+	for (int i = 0; i < SA_MAX_DATABASES; i++)
+		if (launcher_dbs[i].dboid == dboid && !launcher_manager_alive(&launcher_dbs[i]))
+		{
+			if (launcher_dbs[i].handle)
+				pfree(launcher_dbs[i].handle);
+			memset(&launcher_dbs[i], 0, sizeof(LauncherDb));
+		}
+}
+
 /*
  * One pass over the database slots: start requested managers, restart dead
  * ones after their back-off, forget the ones that found no extension.
@@ -182,8 +201,14 @@ launcher_reconcile(void)
 		dboid = slot->dboid;
 		LWLockRelease(sa_lock);
 
-		if (state == SA_DB_FREE || state == SA_DB_ABSENT || state == SA_DB_DROPPING)
+		if (state == SA_DB_FREE || state == SA_DB_DROPPING)
 			continue;
+		if (state == SA_DB_ABSENT)
+		{
+			/* no extension there: give the slot back; CREATE EXTENSION asks again */
+			forget_database(slot, dboid);
+			continue;
+		}
 		entry = launcher_db_entry(dboid);
 		if (entry == NULL || launcher_manager_alive(entry))
 			continue;

@@ -207,6 +207,23 @@ struct rd_kafka_conf_s;
 extern struct rd_kafka_conf_s *sa_kafka_conf(SaStream *st, char *errstr, size_t errlen);
 extern void sa_kafka_conf_destroy(struct rd_kafka_conf_s *conf);
 
+/*
+ * Errors that a message's content can cause (bad values, overflows, a
+ * function raising on them, a value too large to store); anything else
+ * (cancel, out of memory, a broken server) is not the message's fault.
+ */
+static inline bool
+sa_is_data_error(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_DATA_EXCEPTION ||
+		category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+		category == ERRCODE_PLPGSQL_ERROR ||
+		category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION;
+}
+
 /* ---- api.c ---- */
 extern bool sa_is_owner(Oid owner);
 

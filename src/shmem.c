@@ -84,6 +84,8 @@ sa_request_database(Oid dboid)
 
 		if (db->state != SA_DB_RUNNING)
 			db->state = SA_DB_REQUESTED;
+		else if (db->manager_latch)
+			SetLatch(db->manager_latch);
 		db->dboid = dboid;
 		db->requested_at = GetCurrentTimestamp();
 	}

@@ -448,9 +448,9 @@ new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext 
 	return g;
 }
 
-/* Find (or add) the batch entry of a window start and the row's group. */
+/* Find (or, if create, add) the batch entry of a window start and the row's group. */
 static SaGroup *
-lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt)
+lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt, bool create)
 {
 	uint32		hash = hash_combine(in->keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
 	uint32		pos;
@@ -465,6 +465,8 @@ lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt)
 			return g;
 		pos = (pos + 1) & (w->nslots - 1);
 	}
+	if (!create)
+		return NULL;
 	g = new_group(w, hash, wstart, in, cxt);
 	w->slots[pos] = g;
 	return g;
@@ -589,24 +591,71 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 				 errmsg("event time %s is out of range for window \"%s\"",
 						timestamptz_to_str(in->event_time), w->name)));
 	n = sa_window_starts(w, in->event_time, starts, lengthof(starts));
-	for (int s = 0; s < n; s++)
+	/*
+	 * Two phases, so that a row is folded into all its windows or into
+	 * none: first every addition that can fail (a sum overflowing) is
+	 * computed, then everything is installed.
+	 */
 	{
-		SaGroup    *g;
+		SaGroup   **gs = palloc0(sizeof(SaGroup *) * n);
+		Datum	   *sums = palloc(sizeof(Datum) * n * Max(w->naggs, 1));
+		bool	   *has = palloc0(sizeof(bool) * n * Max(w->naggs, 1));
+		bool	   *open = palloc0(sizeof(bool) * n);
 
-		if (sa_window_closed(w, w->kind == SA_WIN_SESSION ? in->event_time : starts[s], watermark))
+		for (int s = 0; s < n; s++)
 		{
-			late++;
-			continue;
+			if (sa_window_closed(w, w->kind == SA_WIN_SESSION ? in->event_time : starts[s], watermark))
+			{
+				late++;
+				continue;
+			}
+			open[s] = true;
+			if (w->kind == SA_WIN_SESSION)
+				continue;
+			gs[s] = lookup_group(w, starts[s], in, batchcxt, false);
+			for (int i = 0; gs[s] && i < w->naggs; i++)
+			{
+				SaAgg	   *a = &w->aggs[i];
+
+				if ((a->kind == SA_AGG_SUM || a->kind == SA_AGG_AVG) &&
+					!in->argnulls[i] && !gs[s]->vals[i].isnull)
+				{
+					sums[s * w->naggs + i] = FunctionCall2Coll(&a->addfn, a->collation,
+															   gs[s]->vals[i].value, in->args[i]);
+					has[s * w->naggs + i] = true;
+				}
+			}
 		}
-		if (w->kind == SA_WIN_SESSION)
+		for (int s = 0; s < n; s++)
 		{
-			/* sessions are kept per group: the hash key is the group alone */
-			sa_session_add(w, lookup_group(w, 0, in, batchcxt), in, batchcxt);
-			continue;
+			SaGroup    *g;
+
+			if (!open[s])
+				continue;
+			if (w->kind == SA_WIN_SESSION)
+			{
+				/* sessions are kept per group: the hash key is the group alone */
+				sa_session_add(w, lookup_group(w, 0, in, batchcxt, true), in, batchcxt);
+				continue;
+			}
+			g = gs[s] ? gs[s] : lookup_group(w, starts[s], in, batchcxt, true);
+			for (int i = 0; i < w->naggs; i++)
+			{
+				SaAggValue *v = &g->vals[i];
+
+				if (has[s * w->naggs + i])
+				{
+					MemoryContext old = MemoryContextSwitchTo(batchcxt);
+
+					v->value = datumCopy(sums[s * w->naggs + i], w->aggs[i].statebyval,
+										 w->aggs[i].statelen);
+					MemoryContextSwitchTo(old);
+					v->count++;
+				}
+				else
+					sa_fold_value(&w->aggs[i], v, in->args[i], in->argnulls[i], batchcxt);
+			}
 		}
-		g = lookup_group(w, starts[s], in, batchcxt);
-		for (int i = 0; i < w->naggs; i++)
-			sa_fold_value(&w->aggs[i], &g->vals[i], in->args[i], in->argnulls[i], batchcxt);
 	}
 	return late;
 }

@@ -40,6 +40,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "lib/stringinfo.h"
+#include "utils/json.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -133,6 +134,7 @@ begin_xact(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	as_system();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -217,8 +219,12 @@ claim_partitions(SaWorker *w, List *mine)
 	ListCell   *lc;
 	ListCell   *cl;
 	int			i = 0;
+	bool		consumed_before;
 
 	w->watermark = DT_NOBEGIN;
+	SPI_execute_with_args("SELECT 1 FROM streamagg.offsets WHERE stream = $1 LIMIT 1",
+						  1, types, (Datum[]) {CStringGetTextDatum(w->st->name)}, NULL, false, 1);
+	consumed_before = SPI_processed > 0;
 	SPI_execute("SELECT nextval('streamagg.epoch_seq')", false, 1);
 	w->epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 										   &(bool){false}));
@@ -240,7 +246,13 @@ claim_partitions(SaWorker *w, List *mine)
 							  4, types, values, NULL, false, 1);
 		if (SPI_processed == 0)
 		{
-			values[2] = Int64GetDatum(sa_kafka_resolve_start(w, part->partition, w->st->start_from));
+			/*
+			 * A partition that appears after the stream has been consumed
+			 * is read from its beginning, whatever start_from says: its
+			 * messages came after the stream started.
+			 */
+			values[2] = Int64GetDatum(sa_kafka_resolve_start(w, part->partition,
+															 consumed_before ? "earliest" : w->st->start_from));
 			SPI_execute_with_args("INSERT INTO streamagg.offsets (stream, partition, next_offset, epoch) "
 								  "VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time, watermark",
 								  4, types, values, NULL, false, 1);
@@ -334,7 +346,8 @@ refresh_other_partitions(SaWorker *w)
  * The watermark: the smallest, over the stream's partitions, of the
  * largest event time read in each.  A partition that has been silent for
  * idle_timeout and has nothing unread in Kafka does not hold it back (a
- * partition that is merely slow to be fetched does); when all are idle it
+ * partition that is merely slow to be fetched, or whose worker is not
+ * running, does); when all are idle it
  * is the largest event time read anywhere.  It never moves backwards.
  */
 static void
@@ -356,7 +369,7 @@ update_watermark(SaWorker *w, TimestampTz now)
 
 		if (met > high)
 			high = met;
-		if (w->idle_us > 0 && now - last > w->idle_us && (hw < 0 || position >= hw))
+		if (w->idle_us > 0 && now - last > w->idle_us && hw >= 0 && position >= hw)
 			continue;
 		active = true;
 		if (met < low)
@@ -401,6 +414,24 @@ my_partitions(SaWorker *w, List *all)
 }
 
 /*
+ * Hold the stream's row (FOR SHARE) for the rest of the setup transaction
+ * and take a fresh snapshot: create_window and friends lock it FOR UPDATE,
+ * so the windows we load next are exactly those in force, and any change
+ * after our commit fences the epoch we are about to claim.
+ */
+static void
+lock_stream(const char *stream)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(stream)};
+
+	SPI_execute_with_args("SELECT 1 FROM streamagg.streams WHERE name = $1 FOR SHARE",
+						  1, types, values, NULL, false, 0);
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
  * Everything needed before the first batch.  The claim and the window
  * definitions are read in one transaction, after the claim has locked our
  * offsets rows: a concurrent create_window either committed before (we
@@ -420,6 +451,7 @@ worker_setup(SaWorker *w)
 	mine = my_partitions(w, sa_kafka_partitions(w));
 
 	begin_xact();
+	lock_stream(w->args.stream);
 	load_definitions(w);
 	claim_partitions(w, mine);
 	load_other_partitions(w);
@@ -564,6 +596,8 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		if (!sa_is_data_error(edata->sqlerrcode))
+			PG_RE_THROW();		/* a cancel or out of memory is not the message's fault */
 		FlushErrorState();
 		add_dead_letter(w, msg, win->name, "decode", edata->message);
 		FreeErrorData(edata);
@@ -686,6 +720,23 @@ reset_batch(SaWorker *w)
 }
 
 /*
+ * The stream's committed watermark as this transaction sees it (our own
+ * offsets update included): the one the _final views use.
+ */
+static TimestampTz
+stream_watermark(SaWorker *w)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(w->st->name)};
+	bool		isnull;
+	Datum		d;
+
+	SPI_execute_with_args("SELECT streamagg.watermark($1)", 1, types, values, NULL, false, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+}
+
+/*
  * Tell listeners (channel streamagg_closed) which windows became final in
  * this transaction: one notification per window whose final_until
  * (watermark - allowed_lateness) passed at least one window end.  Only
@@ -694,27 +745,36 @@ reset_batch(SaWorker *w)
 static void
 notify_closed_windows(SaWorker *w)
 {
+	TimestampTz wm = w->args.index == 0 ? stream_watermark(w) : DT_NOBEGIN;
+
 	for (int i = 0; i < w->nwindows; i++)
 	{
 		SaWindow   *win = w->windows[i];
 		TimestampTz until;
-
 		TimestampTz from = win->final_until;
+		StringInfoData payload;
 
 		win->pending_until = win->final_until;
-		if (w->args.index != 0 || TIMESTAMP_NOT_FINITE(w->watermark) ||
+		if (w->args.index != 0 || TIMESTAMP_NOT_FINITE(wm) ||
 			TIMESTAMP_NOT_FINITE(w->min_event))
 			continue;
 		/* windows ending before the first event read never held anything */
 		if (TIMESTAMP_NOT_FINITE(from) || from < w->min_event)
 			from = w->min_event;
-		until = w->watermark - win->lateness_us;
+		until = wm - win->lateness_us;
 		if (!sa_window_closing(win, from, until))
 			continue;
-		Async_Notify("streamagg_closed",
-					 psprintf("{\"stream\": \"%s\", \"window\": \"%s\", \"watermark\": \"%s\", \"final_until\": \"%s\"}",
-							  w->st->name, win->name, ts_text(w->watermark),
-							  ts_text(until)));
+		initStringInfo(&payload);
+		appendStringInfoString(&payload, "{\"stream\": ");
+		escape_json(&payload, w->st->name);
+		appendStringInfoString(&payload, ", \"window\": ");
+		escape_json(&payload, win->name);
+		appendStringInfoString(&payload, ", \"watermark\": ");
+		escape_json(&payload, ts_text(wm));
+		appendStringInfoString(&payload, ", \"final_until\": ");
+		escape_json(&payload, ts_text(until));
+		appendStringInfoChar(&payload, '}');
+		Async_Notify("streamagg_closed", payload.data);
 		win->pending_until = until;
 	}
 }
@@ -725,10 +785,13 @@ write_batch(SaWorker *w)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* offsets first: a fenced worker stops before touching window tables */
+	as_system();
+	sa_sink_offsets(w);
+	as_owner(w);
 	for (int i = 0; i < w->nwindows; i++)
 		sa_window_flush(w->windows[i]);
 	as_system();
-	sa_sink_offsets(w);
 	sa_sink_dead_letters(w);
 	notify_closed_windows(w);
 	if (w->had_error_at_start)
@@ -740,16 +803,6 @@ write_batch(SaWorker *w)
 							  1, types, values, NULL, false, 0);
 	}
 	SPI_finish();
-}
-
-static bool
-is_data_error(int sqlerrcode)
-{
-	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
-
-	return category == ERRCODE_DATA_EXCEPTION ||
-		category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-		category == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 }
 
 /* After a failed data write: replay the batch one message at a time. */
@@ -800,7 +853,6 @@ isolate_batch(SaWorker *w, ErrorData *edata)
 static bool
 commit_batch(SaWorker *w)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	bool		ok = true;
 
 	if (!w->in_xact)
@@ -816,9 +868,10 @@ commit_batch(SaWorker *w)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
+		/* the copy must outlive the transaction (and its memory) we abort */
+		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();
-		if (!w->fenced && !is_data_error(edata->sqlerrcode) &&
+		if (!w->fenced && !sa_is_data_error(edata->sqlerrcode) &&
 			edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
 			PG_RE_THROW();
 		FlushErrorState();
@@ -909,7 +962,12 @@ partitions_changed(SaWorker *w)
 	w->next_metadata_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SA_METADATA_INTERVAL_MS);
 	PG_TRY();
 	{
-		nmine = list_length(my_partitions(w, sa_kafka_partitions(w)));
+		List	   *all = sa_kafka_partitions(w);
+		List	   *mine = my_partitions(w, all);
+
+		nmine = list_length(mine);
+		list_free(mine);
+		list_free(all);
 	}
 	PG_CATCH();
 	{
@@ -948,11 +1006,20 @@ run_retention(SaWorker *w)
 		if (win->retention_us < 0 || now - win->retention_done < USECS_PER_SEC)
 			continue;
 		win->retention_done = now;
-		values[0] = TimestampTzGetDatum(w->committed_watermark - win->retention_us);
 		do
 		{
+			TimestampTz wm;
+
 			handle_interrupts();
 			begin_xact();
+			wm = stream_watermark(w);
+			if (TIMESTAMP_NOT_FINITE(wm))
+			{
+				commit_xact();
+				break;
+			}
+			values[0] = TimestampTzGetDatum(wm - win->retention_us);
+			as_owner(w);		/* the tables are the owner's: so are their triggers */
 			SPI_execute_with_args(psprintf("DELETE FROM %s WHERE ctid = ANY (ARRAY("
 										   "SELECT ctid FROM %s WHERE window_end < $1 LIMIT 5000))",
 										   win->result_name, win->result_name),
@@ -978,6 +1045,26 @@ run_retention(SaWorker *w)
 	}
 }
 
+/* Do all our offsets rows still carry our epoch? */
+static bool
+epoch_still_ours(SaWorker *w)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(w->st->name), Int64GetDatum(w->epoch)};
+	bool		ours;
+
+	begin_xact();
+	SPI_execute_with_args("SELECT count(*) FROM streamagg.offsets WHERE stream = $1 AND epoch = $2",
+						  2, types, values, NULL, true, 1);
+	ours = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &(bool){false})) == w->nparts;
+	commit_xact();
+	if (!ours)
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\" was changed or reset; reloading", w->st->name)));
+	return ours;
+}
+
 /*
  * Between batches: let the watermark advance with time (idle partitions),
  * commit it when it moved so that closed windows become final and are
@@ -988,6 +1075,13 @@ idle_tick(SaWorker *w)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
+	/* a quiet worker still notices reset_offsets and window changes */
+	if (TimestampDifferenceExceeds(w->epoch_checked, now, 1000))
+	{
+		w->epoch_checked = now;
+		if (!epoch_still_ours(w))
+			return false;
+	}
 	refresh_other_partitions(w);
 	update_watermark(w, now);
 	if (w->watermark > w->committed_watermark &&

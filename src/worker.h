@@ -79,6 +79,7 @@ typedef struct SaWorker
 	int			nothers;		/* the stream's partitions held by other workers */
 	SaPartLive *others;
 	TimestampTz last_commit;
+	TimestampTz epoch_checked;
 
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *queue;

@@ -55,6 +55,26 @@ is(q1("SELECT state FROM streamagg.status WHERE stream = 'poison'"), 'running', 
 produce('fa_poison', [ { partition => 0, payload => sprintf('{"k":"k1","v":1,"ts":%d}', $base) } ]);
 ok(wait_for($node, "SELECT sum(n) FROM poison_w", '101', 60), 'poison: later messages are aggregated normally');
 
+# A sum that overflows for one row: that row is a dead letter of the
+# window and counts nowhere in it (not in count(*) either); its neighbours
+# and the other windows count it as usual.
+create_topic('fa_overflow', 1);
+$node->safe_psql('postgres', qq{
+BEGIN;
+SELECT streamagg.create_stream(name => 'overflow', topic => 'fa_overflow', brokers => '$brokers',
+  columns => 'k text, v float8, ts timestamptz', event_time => 'ts');
+SELECT streamagg.create_window(name => 'overflow_sum', stream => 'overflow', size => '1 hour', slide => '30 minutes',
+  group_by => 'k', aggregates => 'count(*) AS n, sum(v) AS s');
+SELECT streamagg.create_window(name => 'overflow_count', stream => 'overflow', group_by => 'k', aggregates => 'count(*) AS n');
+COMMIT;});
+produce('fa_overflow', [ map { { partition => 0, payload => sprintf('{"k":"a","v":%s,"ts":%d}', $_, $base) } } ('1e308', '1e308', '1') ]);
+ok(wait_for($node, "SELECT messages FROM streamagg.status WHERE stream = 'overflow'", '3', 60), 'overflow: all consumed');
+is(q1("SELECT string_agg(n || ':' || s, ',') FROM overflow_sum"), '2:1e+308,2:1e+308',
+	'overflow: the overflowing row is in no instance of the hopping window, count included');
+is(q1("SELECT n FROM overflow_count"), '3', 'overflow: another window counts it');
+is(q1("SELECT window_name || ' ' || \"offset\" || ' ' || reason FROM streamagg.dead_letters WHERE stream = 'overflow'"),
+	'overflow_sum 1 decode', 'overflow: a dead letter for that window only');
+
 # ---------------------------------------------------------------------------
 # 2. All brokers go down in the middle of consumption and come back.
 
