@@ -597,10 +597,20 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 	 * computed, then everything is installed.
 	 */
 	{
-		SaGroup   **gs = palloc0(sizeof(SaGroup *) * n);
-		Datum	   *sums = palloc(sizeof(Datum) * n * Max(w->naggs, 1));
-		bool	   *has = palloc0(sizeof(bool) * n * Max(w->naggs, 1));
-		bool	   *open = palloc0(sizeof(bool) * n);
+		/* on the stack for the usual few windows and aggregates */
+		SaGroup    *gs_buf[16];
+		Datum		sums_buf[64];
+		bool		has_buf[64];
+		bool		open_buf[16];
+		int			cells = n * Max(w->naggs, 1);
+		SaGroup   **gs = n <= 16 ? gs_buf : palloc(sizeof(SaGroup *) * n);
+		Datum	   *sums = cells <= 64 ? sums_buf : palloc(sizeof(Datum) * cells);
+		bool	   *has = cells <= 64 ? has_buf : palloc(sizeof(bool) * cells);
+		bool	   *open = n <= 16 ? open_buf : palloc(sizeof(bool) * n);
+
+		memset(gs, 0, sizeof(SaGroup *) * n);
+		memset(has, 0, sizeof(bool) * cells);
+		memset(open, 0, sizeof(bool) * n);
 
 		for (int s = 0; s < n; s++)
 		{
