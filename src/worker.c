@@ -432,6 +432,48 @@ lock_stream(const char *stream)
 }
 
 /*
+ * Forget isolation entries that lie behind the committed offsets (replayed
+ * and done, or skipped by reset_offsets), so the lists stay short.
+ */
+static void
+prune_isolation_lists(SaWorker *w)
+{
+	List	   *keep_careful = NIL;
+	List	   *keep_poison = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	foreach(lc, careful_list)
+	{
+		SaCareful  *c = lfirst(lc);
+		SaPartition *part = find_partition(w, c->partition);
+
+		if (part && part->committed < c->until)
+			keep_careful = lappend(keep_careful, c);
+		else
+			pfree(c);
+	}
+	foreach(lc, w->poison)
+	{
+		SaPoison   *p = lfirst(lc);
+		SaPartition *part = find_partition(w, p->partition);
+
+		if (part && part->committed <= p->offset)
+			keep_poison = lappend(keep_poison, p);
+		else
+		{
+			pfree(p->error);
+			pfree(p);
+		}
+	}
+	list_free(careful_list);
+	list_free(w->poison);
+	careful_list = keep_careful;
+	w->poison = keep_poison;
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * Everything needed before the first batch.  The claim and the window
  * definitions are read in one transaction, after the claim has locked our
  * offsets rows: a concurrent create_window either committed before (we
@@ -477,6 +519,7 @@ worker_setup(SaWorker *w)
 	}
 	commit_xact();
 
+	prune_isolation_lists(w);
 	publish_partitions(w);
 	sa_kafka_assign(w);
 	w->next_metadata_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
