@@ -64,7 +64,7 @@ arg_text(FunctionCallInfo fcinfo, int n, const char *what)
 
 /* Run a statement on the extension's own tables, as the bootstrap superuser. */
 static uint64
-catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
 {
 	Oid			save_user;
 	int			save_sec;
@@ -72,7 +72,7 @@ catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 	SetUserIdAndSecContext(save_user, save_sec);
 	if (rc != expect)
 		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
@@ -85,7 +85,7 @@ catalog_exec1(const char *sql, const char *arg, int expect)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(arg)};
 
-	return catalog_exec(sql, 1, types, values, expect);
+	return catalog_exec(sql, 1, types, values, NULL, expect);
 }
 
 /*
@@ -192,10 +192,10 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	char	   *event_time;
 	char	   *format;
 	char	   *on_error;
-	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, INT4OID, TEXTOID, JSONBOID};
-	Datum		values[10];
-	Oid			owner_type[1] = {OIDOID};
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, INT4OID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[11];
+	char		nulls[12] = "           ";
 
 	st->name = arg_text(fcinfo, 0, "name");
 	st->topic = arg_text(fcinfo, 1, "topic");
@@ -235,35 +235,16 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	values[3] = CStringGetTextDatum(columns);
 	values[4] = CStringGetTextDatum(format);
 	values[5] = event_time ? CStringGetTextDatum(event_time) : (Datum) 0;
+	nulls[5] = event_time ? ' ' : 'n';
 	values[6] = CStringGetTextDatum(st->start_from);
 	values[7] = Int32GetDatum(st->parallelism);
 	values[8] = CStringGetTextDatum(on_error);
 	values[9] = JsonbPGetDatum(st->options);
-	{
-		Oid			save_user;
-		int			save_sec;
-		Datum		owner[1] = {ObjectIdGetDatum(GetUserId())};
-		Oid			alltypes[11];
-		Datum		allvalues[11];
-		char		allnulls[12] = "           ";
-		int			rc;
-
-		memcpy(alltypes, types, sizeof(types));
-		memcpy(allvalues, values, sizeof(values));
-		alltypes[10] = owner_type[0];
-		allvalues[10] = owner[0];
-		if (!event_time)
-			allnulls[5] = 'n';
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		rc = SPI_execute_with_args("INSERT INTO streamagg.streams (name, topic, brokers, columns, format, "
-								   "event_time, start_from, parallelism, on_error, options, owner) "
-								   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::regrole)",
-								   11, alltypes, allvalues, allnulls, false, 0);
-		SetUserIdAndSecContext(save_user, save_sec);
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "could not store stream \"%s\"", st->name);
-	}
+	values[10] = ObjectIdGetDatum(GetUserId());
+	catalog_exec("INSERT INTO streamagg.streams (name, topic, brokers, columns, format, "
+				 "event_time, start_from, parallelism, on_error, options, owner) "
+				 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::regrole)",
+				 11, types, values, nulls, SPI_OK_INSERT);
 	SPI_finish();
 	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
@@ -512,20 +493,11 @@ sa_create_window(PG_FUNCTION_ARGS)
 	nulls[10] = filter ? ' ' : 'n';
 	values[11] = w->lateness_datum;
 	values[12] = interval_arg(fcinfo, 9, &nulls[12]);
-	{
-		Oid			save_user;
-		int			save_sec;
-
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		if (SPI_execute_with_args("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
-								  "kind, size, slide, session_gap, group_by, aggregates, filter, "
-								  "allowed_lateness, retention) "
-								  "VALUES ($1, $2, $3::regclass, $4::regclass, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-								  13, types, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not store window \"%s\"", name);
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
+	catalog_exec("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
+				 "kind, size, slide, session_gap, group_by, aggregates, filter, "
+				 "allowed_lateness, retention) "
+				 "VALUES ($1, $2, $3::regclass, $4::regclass, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+				 13, types, values, nulls, SPI_OK_INSERT);
 	reset_epoch(stream);
 	result = w->result_rel;		/* w lives in SPI memory */
 	SPI_finish();
@@ -546,7 +518,7 @@ drop_window(const char *name)
 	bool		state_null;
 
 	catalog_exec("SELECT stream, result_table::oid, state_table::oid FROM streamagg.windows WHERE name = $1",
-				 1, types, values, SPI_OK_SELECT);
+				 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -556,7 +528,7 @@ drop_window(const char *name)
 	state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &state_null);
 	(void) owned_stream(stream);
 
-	catalog_exec("DELETE FROM streamagg.windows WHERE name = $1", 1, types, values, SPI_OK_DELETE);
+	catalog_exec("DELETE FROM streamagg.windows WHERE name = $1", 1, types, values, NULL, SPI_OK_DELETE);
 	if (get_rel_name(DatumGetObjectId(result)) != NULL)
 	{
 		char	   *nsp = get_namespace_name(get_rel_namespace(DatumGetObjectId(result)));
@@ -623,7 +595,7 @@ set_state(const char *name, const char *state)
 	(void) owned_stream(name);
 	catalog_exec("UPDATE streamagg.streams SET state = $2, "
 				 "last_error = CASE WHEN $2 = 'running' THEN NULL ELSE last_error END "
-				 "WHERE name = $1", 2, types, values, SPI_OK_UPDATE);
+				 "WHERE name = $1", 2, types, values, NULL, SPI_OK_UPDATE);
 	SPI_finish();
 	sa_wake_manager_at_commit();
 }
@@ -661,7 +633,7 @@ sa_reset_offsets(PG_FUNCTION_ARGS)
 	SPI_connect();
 	(void) owned_stream(name);
 	catalog_exec("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",
-				 2, types, values, SPI_OK_UPDATE);
+				 2, types, values, NULL, SPI_OK_UPDATE);
 	catalog_exec1("DELETE FROM streamagg.offsets WHERE stream = $1", name, SPI_OK_DELETE);
 	SPI_finish();
 	PG_RETURN_VOID();

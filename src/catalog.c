@@ -460,7 +460,6 @@ sa_load_stream(const char *name)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1] = {CStringGetTextDatum(name)};
 	MemoryContext cxt = CurrentMemoryContext;	/* SPI calls leave us elsewhere */
-	MemoryContext spicxt;
 	SaStream   *st;
 	HeapTuple	tup;
 	TupleDesc	desc;
@@ -480,7 +479,7 @@ sa_load_stream(const char *name)
 
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	spicxt = MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(cxt);
 	st = palloc0(sizeof(SaStream));
 	st->name = pstrdup(name);
 	st->topic = spi_text(tup, desc, 1);
@@ -497,6 +496,5 @@ sa_load_stream(const char *name)
 	sa_add_meta_columns(st);
 	st->event_col = event_time ? sa_column_index(st, event_time) : -1;
 	sa_apply_stream_options(st, false);
-	(void) spicxt;
 	return st;					/* in the caller's context, which is current */
 }

@@ -183,7 +183,6 @@ flush_avg_state(SaWindow *w)
 	if (w->state_plan == NULL)
 	{
 		StringInfoData sql;
-		bool		first = true;
 
 		initStringInfo(&sql);
 		appendStringInfo(&sql, "INSERT INTO %s AS t", w->state_name);
@@ -197,10 +196,7 @@ flush_avg_state(SaWindow *w)
 		appendStringInfoString(&sql, " RETURNING ord");
 		for (int i = 0; i < w->naggs; i++)
 			if (w->aggs[i].kind == SA_AGG_AVG)
-			{
-				appendStringInfo(&sql, "%ss%d, c%d", first ? ", " : ", ", i, i);
-				first = false;
-			}
+				appendStringInfo(&sql, ", s%d, c%d", i, i);
 		w->state_plan = sa_prepare_kept(sql.data, &a);
 	}
 	run_plan(w->state_plan, &a, SPI_OK_INSERT_RETURNING);

@@ -215,6 +215,7 @@ static void
 claim_partitions(SaWorker *w, List *mine)
 {
 	Oid			types[4] = {TEXTOID, INT4OID, INT8OID, INT8OID};
+	Oid			claim_types[3] = {TEXTOID, INT4OID, INT8OID};
 	Datum		values[4];
 	ListCell   *lc;
 	ListCell   *cl;
@@ -238,12 +239,11 @@ claim_partitions(SaWorker *w, List *mine)
 
 		part->partition = lfirst_int(lc);
 		values[1] = Int32GetDatum(part->partition);
-		values[2] = Int64GetDatum(0);
-		values[3] = Int64GetDatum(w->epoch);
-		SPI_execute_with_args("UPDATE streamagg.offsets SET epoch = $4 "
-							  "WHERE stream = $1 AND partition = $2 AND $3 = 0 "
+		values[2] = Int64GetDatum(w->epoch);
+		SPI_execute_with_args("UPDATE streamagg.offsets SET epoch = $3 "
+							  "WHERE stream = $1 AND partition = $2 "
 							  "RETURNING next_offset, max_event_time, watermark",
-							  4, types, values, NULL, false, 1);
+							  3, claim_types, values, NULL, false, 1);
 		if (SPI_processed == 0)
 		{
 			/*
@@ -251,9 +251,9 @@ claim_partitions(SaWorker *w, List *mine)
 			 * is read from its beginning, whatever start_from says: its
 			 * messages came after the stream started.
 			 */
-			values[2] = Int64GetDatum(sa_kafka_resolve_start(w, part->partition,
+			values[3] = Int64GetDatum(sa_kafka_resolve_start(w, part->partition,
 															 consumed_before ? "earliest" : w->st->start_from));
-			SPI_execute_with_args("INSERT INTO streamagg.offsets (stream, partition, next_offset, epoch) "
+			SPI_execute_with_args("INSERT INTO streamagg.offsets (stream, partition, epoch, next_offset) "
 								  "VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time, watermark",
 								  4, types, values, NULL, false, 1);
 		}
