@@ -3,8 +3,10 @@
 \echo Use "CREATE EXTENSION pg_streamagg" to load this file. \quit
 
 -- The schema is a member of the extension: DROP EXTENSION removes it.
+-- Nobody but superusers may use it until a superuser grants a role
+-- USAGE ON SCHEMA streamagg.
 CREATE SCHEMA streamagg;
-GRANT USAGE ON SCHEMA streamagg TO PUBLIC;
+REVOKE ALL ON SCHEMA streamagg FROM PUBLIC;
 
 -- Streams: where rows come from.  `options` may hold secrets (SASL
 -- passwords, SSL keys): only the table owner reads that column directly;
@@ -85,11 +87,36 @@ SELECT pg_catalog.pg_extension_config_dump('streamagg.offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
 
-REVOKE ALL ON streamagg.streams FROM PUBLIC;
+-- Who sees what: a role sees the rows of the streams it owns (or is a
+-- member of the owner of); superusers see all.  Column `options` (it may
+-- hold secrets) is readable by no one but the extension's owner; a
+-- stream's owner reads it through streamagg.stream_options(name).
+REVOKE ALL ON streamagg.streams, streamagg.windows, streamagg.offsets,
+              streamagg.dead_letters FROM PUBLIC;
 GRANT SELECT (name, topic, brokers, columns, format, event_time, start_from,
               parallelism, on_error, owner, state, last_error, created_at)
     ON streamagg.streams TO PUBLIC;
 GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters TO PUBLIC;
+
+ALTER TABLE streamagg.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamagg.windows ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamagg.offsets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamagg.dead_letters ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY own_streams ON streamagg.streams FOR SELECT
+    USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'USAGE'));
+CREATE POLICY own_streams ON streamagg.windows FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamagg.streams s
+                   WHERE s.name OPERATOR(pg_catalog.=) stream
+                     AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
+CREATE POLICY own_streams ON streamagg.offsets FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamagg.streams s
+                   WHERE s.name OPERATOR(pg_catalog.=) stream
+                     AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
+CREATE POLICY own_streams ON streamagg.dead_letters FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamagg.streams s
+                   WHERE s.name OPERATOR(pg_catalog.=) stream
+                     AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
 
 -- Live figures from shared memory.
 CREATE FUNCTION streamagg._live_partitions(
@@ -111,13 +138,18 @@ AS 'MODULE_PATHNAME', 'sa_request_manager' LANGUAGE C;
 -- window_end + allowed_lateness <= this.
 CREATE FUNCTION streamagg.watermark(stream text) RETURNS timestamptz
 LANGUAGE sql STABLE AS
-$$ SELECT min(o.watermark) FROM streamagg.offsets o WHERE o.stream = $1 $$;
+$$ SELECT pg_catalog.min(o.watermark) FROM streamagg.offsets o
+   WHERE o.stream OPERATOR(pg_catalog.=) $1 $$;
 
--- One row per partition: committed offset, Kafka's high watermark, lag and
--- the largest event time committed.
-CREATE VIEW streamagg.partitions AS
+-- One row per partition: committed offset, Kafka's high watermark, lag
+-- (NULL when unknown: no live worker has asked Kafka) and the largest
+-- event time committed.  The views read the tables as their owner, so
+-- they filter on the caller's streams themselves (security_barrier keeps
+-- the caller's own conditions from seeing other rows first).
+CREATE VIEW streamagg.partitions WITH (security_barrier) AS
 SELECT o.stream, o.partition, o.next_offset AS "offset", l.high_watermark,
-       greatest(l.high_watermark - o.next_offset, 0) AS lag,
+       CASE WHEN l.high_watermark IS NOT NULL
+            THEN greatest(l.high_watermark - o.next_offset, 0) END AS lag,
        o.max_event_time, o.messages, o.dead_letters, o.last_commit, l.last_message,
        l.last_message < now() - make_interval(secs => coalesce(
            (SELECT (s.options->>'streamagg.idle_timeout')::float8 / 1000
@@ -125,15 +157,18 @@ SELECT o.stream, o.partition, o.next_offset AS "offset", l.high_watermark,
            extract(epoch FROM current_setting('streamagg.idle_timeout')::interval)::float8)) AS idle,
        l.pid AS worker_pid
 FROM streamagg.offsets o
-LEFT JOIN streamagg._live_partitions() l USING (stream, partition);
+LEFT JOIN streamagg._live_partitions() l USING (stream, partition)
+WHERE EXISTS (SELECT 1 FROM streamagg.streams s
+              WHERE s.name = o.stream AND pg_catalog.pg_has_role(s.owner::oid, 'USAGE'));
 
--- One row per stream.
-CREATE VIEW streamagg.status AS
+-- One row per stream.  'failing': the last attempt to run it failed, for
+-- the reason in last_error (cleared by the next batch that commits).
+CREATE VIEW streamagg.status WITH (security_barrier) AS
 SELECT s.name AS stream,
        CASE WHEN s.state <> 'running' THEN s.state
-            WHEN coalesce(w.workers, 0) >= s.parallelism THEN 'running'
             WHEN NOT EXISTS (SELECT 1 FROM streamagg.windows x WHERE x.stream = s.name) THEN 'idle'
             WHEN s.last_error IS NOT NULL THEN 'failing'
+            WHEN coalesce(w.workers, 0) >= s.parallelism THEN 'running'
             ELSE 'starting' END AS state,
        coalesce(w.workers, 0) AS workers,
        coalesce(p.partitions, 0) AS partitions,
@@ -146,14 +181,19 @@ SELECT s.name AS stream,
 FROM streamagg.streams s
 LEFT JOIN LATERAL (SELECT count(*)::int AS workers
                    FROM streamagg._live_workers() lw WHERE lw.stream = s.name) w ON true
-LEFT JOIN LATERAL (SELECT count(*)::int AS partitions, sum(pp.lag)::bigint AS lag,
+LEFT JOIN LATERAL (SELECT count(*)::int AS partitions,
+                          CASE WHEN count(*) = count(pp.lag) THEN sum(pp.lag)::bigint END AS lag,
                           sum(pp.messages)::bigint AS messages,
                           sum(pp.dead_letters)::bigint AS dead_letters,
                           streamagg.watermark(s.name) AS watermark,
                           max(pp.last_commit) AS last_commit
-                   FROM streamagg.partitions pp WHERE pp.stream = s.name) p ON true;
+                   FROM streamagg.partitions pp WHERE pp.stream = s.name) p ON true
+WHERE pg_catalog.pg_has_role(s.owner::oid, 'USAGE');
 
 GRANT SELECT ON streamagg.status, streamagg.partitions TO PUBLIC;
+
+-- Internal: used by the views (which filter by owner) and at install.
+REVOKE EXECUTE ON FUNCTION streamagg._request_manager() FROM PUBLIC;
 
 -- The API.
 CREATE FUNCTION streamagg.create_stream(

@@ -34,7 +34,7 @@ SELECT streamagg.create_stream('meta_time', 't', '127.0.0.1:9', 'x int',
 -- Any PostgreSQL type, arrays and domains included.
 CREATE DOMAIN pct AS int CHECK (VALUE BETWEEN 0 AND 100);
 SELECT streamagg.create_stream('types', 't', '127.0.0.1:9',
-    'a int[], b jsonb, c inet, d pct, e varchar(10), f timestamp with time zone, g numeric(10, 3)',
+    'a int[], b jsonb, c inet, d public.pct, e varchar(10), f timestamp with time zone, g numeric(10, 3)',
     event_time => 'f');
 
 SELECT name, topic, brokers, columns, format, event_time, start_from,

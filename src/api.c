@@ -6,9 +6,16 @@
  *
  * Everything is checked before anything is stored, so a call either
  * fails with an error that says what to fix or leaves a definition the
- * workers can run.  Result tables are created as (and owned by) the
- * caller; the extension's own tables are written as the bootstrap
- * superuser after the caller's ownership of the stream has been checked.
+ * workers can run.
+ *
+ * Privileges (README, "Security and privileges"): a role may call these
+ * once a superuser granted it USAGE on schema streamagg; a stream belongs
+ * to the role that created it, and only that role (or a member, or a
+ * superuser) may change it.  Everything derived from the definition -
+ * column types, expressions, result tables - is checked and created as
+ * the stream's owner in the owner context of usercontext.c, exactly as a
+ * worker will later run it; the extension's own tables are written by
+ * catalog.c after the ownership check.
  *
  * Every change to a stream's windows resets the epoch of its offsets
  * rows, which makes running workers throw their batch away and reload the
@@ -22,6 +29,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -31,6 +39,7 @@
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
+#include "compat.h"
 #include "lib/stringinfo.h"
 
 PG_FUNCTION_INFO_V1(sa_create_stream);
@@ -62,64 +71,45 @@ arg_text(FunctionCallInfo fcinfo, int n, const char *what)
 	return text_to_cstring(PG_GETARG_TEXT_PP(n));
 }
 
-/* Run a statement on the extension's own tables, as the bootstrap superuser. */
-static uint64
-catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls, int expect)
+/*
+ * The caller may use the API: a superuser, or a role granted USAGE on
+ * schema streamagg (PostgreSQL checks the schema when the function is
+ * looked up; this holds even for a call that got here another way).
+ */
+static void
+check_api_access(void)
 {
-	Oid			save_user;
-	int			save_sec;
-	int			rc;
+	Oid			nsp = get_namespace_oid(SA_SCHEMA, false);
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	SetUserIdAndSecContext(save_user, save_sec);
-	if (rc != expect)
-		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
-	return SPI_processed;
-}
-
-static uint64
-catalog_exec1(const char *sql, const char *arg, int expect)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(arg)};
-
-	return catalog_exec(sql, 1, types, values, NULL, expect);
+	if (!superuser() && object_aclcheck_compat(NamespaceRelationId, nsp, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema %s", SA_SCHEMA),
+				 errhint("A superuser lets a role use pg_streamagg with GRANT USAGE ON SCHEMA streamagg TO role.")));
 }
 
 /*
- * Load a stream (as the superuser) and check the caller owns it.  The
- * stream's row is locked FOR UPDATE until the end of the transaction: a
- * worker setting itself up holds it FOR SHARE, so changes to the stream
- * and its windows never interleave with a worker's setup.
+ * Load a stream and check the caller owns it.  The stream's row is locked
+ * FOR UPDATE until the end of the transaction: a worker setting itself up
+ * holds it FOR SHARE, so changes to the stream and its windows never
+ * interleave with a worker's setup.
  */
 static SaStream *
 owned_stream(const char *name)
 {
-	Oid			save_user;
-	int			save_sec;
 	SaStream   *st;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_execute_with_args("SELECT 1 FROM streamagg.streams WHERE name = $1 FOR UPDATE",
-						  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)},
-						  NULL, false, 0);
+	check_api_access();
+	if (!sa_catalog_lock_stream(name, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
 	st = sa_load_stream(name);
-	SetUserIdAndSecContext(save_user, save_sec);
 	if (!sa_is_owner(st->owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of stream \"%s\"", name)));
 	return st;
-}
-
-/* Make running workers of a stream drop their batch and reload. */
-static void
-reset_epoch(const char *stream)
-{
-	catalog_exec1("UPDATE streamagg.offsets SET epoch = 0 WHERE stream = $1", stream, SPI_OK_UPDATE);
 }
 
 static void
@@ -180,8 +170,15 @@ check_stream(SaStream *st, const char *columns, const char *event_time)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("parallelism must be between 1 and 256")));
+	if (st->parallelism > sa_max_workers_per_stream && !superuser_arg(st->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("parallelism %d is more than streamagg.max_workers_per_stream (%d)",
+						st->parallelism, sa_max_workers_per_stream),
+				 errhint("Ask a superuser to raise streamagg.max_workers_per_stream, or use fewer workers.")));
 	check_start_from(st->start_from, "start_from");
 	sa_apply_stream_options(st, true);
+	sa_check_option_rights(st);
 }
 
 Datum
@@ -192,10 +189,6 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	char	   *event_time;
 	char	   *format;
 	char	   *on_error;
-	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, INT4OID, TEXTOID, JSONBOID, OIDOID};
-	Datum		values[11];
-	char		nulls[12] = "           ";
 
 	st->name = arg_text(fcinfo, 0, "name");
 	st->topic = arg_text(fcinfo, 1, "topic");
@@ -208,7 +201,9 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	on_error = arg_text(fcinfo, 8, "on_error");
 	st->options = PG_ARGISNULL(9) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
 		: PG_GETARG_JSONB_P(9);
+	st->owner = GetUserId();
 
+	check_api_access();
 	if (st->topic[0] == '\0' || st->brokers[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -223,28 +218,18 @@ sa_create_stream(PG_FUNCTION_ARGS)
 		event_time = NULL;
 
 	SPI_connect();
-	if (catalog_exec1("SELECT 1 FROM streamagg.streams WHERE name = $1", st->name, SPI_OK_SELECT) > 0)
+	if (sa_catalog_stream_exists(st->name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("stream \"%s\" already exists", st->name)));
-	check_stream(st, columns, event_time);
+	{
+		SaUserContext uctx;
 
-	values[0] = CStringGetTextDatum(st->name);
-	values[1] = CStringGetTextDatum(st->topic);
-	values[2] = CStringGetTextDatum(st->brokers);
-	values[3] = CStringGetTextDatum(columns);
-	values[4] = CStringGetTextDatum(format);
-	values[5] = event_time ? CStringGetTextDatum(event_time) : (Datum) 0;
-	nulls[5] = event_time ? ' ' : 'n';
-	values[6] = CStringGetTextDatum(st->start_from);
-	values[7] = Int32GetDatum(st->parallelism);
-	values[8] = CStringGetTextDatum(on_error);
-	values[9] = JsonbPGetDatum(st->options);
-	values[10] = ObjectIdGetDatum(GetUserId());
-	catalog_exec("INSERT INTO streamagg.streams (name, topic, brokers, columns, format, "
-				 "event_time, start_from, parallelism, on_error, options, owner) "
-				 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::regrole)",
-				 11, types, values, nulls, SPI_OK_INSERT);
+		sa_enter_owner(st->owner, &uctx);
+		check_stream(st, columns, event_time);
+		sa_leave(&uctx);
+	}
+	sa_catalog_insert_stream(st, columns, format, event_time, on_error);
 	SPI_finish();
 	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
@@ -366,12 +351,16 @@ session_index_sql(SaWindow *w, const char *qualname)
 	return sql.data;
 }
 
-/* Create the result table (as the caller) and, for avg, its state table. */
+/*
+ * Create the result table and, for avg, its state table, in the schema
+ * rv names (always qualified here).  The caller acts as the stream's
+ * owner: the tables are the owner's, and CREATE on the schema is checked
+ * for the owner.
+ */
 static void
 create_tables(SaWindow *w, RangeVar *rv)
 {
-	char	   *qualname = rv->schemaname ?
-		quote_qualified_identifier(rv->schemaname, rv->relname) : (char *) quote_identifier(rv->relname);
+	char	   *qualname = quote_qualified_identifier(rv->schemaname, rv->relname);
 
 	if (SPI_execute(sa_window_create_sql(w, qualname, false), false, 0) < 0)
 		elog(ERROR, "could not create table %s", qualname);
@@ -385,9 +374,8 @@ create_tables(SaWindow *w, RangeVar *rv)
 		RangeVar   *srv = copyObject(rv);
 
 		srv->relname = psprintf("%s_state", rv->relname);
-		SPI_execute(sa_window_create_sql(w, rv->schemaname ?
-										 quote_qualified_identifier(rv->schemaname, srv->relname) :
-										 quote_identifier(srv->relname), true), false, 0);
+		SPI_execute(sa_window_create_sql(w, quote_qualified_identifier(rv->schemaname, srv->relname),
+										 true), false, 0);
 		w->state_rel = RangeVarGetRelid(srv, NoLock, false);
 	}
 }
@@ -435,6 +423,34 @@ interval_arg(FunctionCallInfo fcinfo, int n, char *null)
 	return PG_ARGISNULL(n) ? (Datum) 0 : PG_GETARG_DATUM(n);
 }
 
+/*
+ * Compile the window as its stream's owner - parse, analyze and plan its
+ * expressions exactly as a worker will - and create its tables.
+ */
+static SaWindow *
+build_window(SaStream *st, const char *name, RangeVar *rv, FunctionCallInfo fcinfo,
+			 const char *group_by, const char *aggregates, const char *filter)
+{
+	SaUserContext uctx;
+	SaWindow   *w;
+
+	sa_enter_owner(st->owner, &uctx);
+	w = sa_compile_window(st, name, group_by, aggregates, filter);
+	set_window_timing(w, fcinfo);
+	sa_window_prepare_exec(w);
+	w->stream_name = st->name;
+	w->lateness_datum = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
+		: PG_GETARG_DATUM(7);
+	if (w->kind != SA_WIN_GLOBAL)
+		check_free_name(rv, final_view_name(rv->relname), "view of final rows");
+	if (w->navg > 0)
+		check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
+	create_tables(w, rv);
+	sa_leave(&uctx);
+	return w;
+}
+
 Datum
 sa_create_window(PG_FUNCTION_ARGS)
 {
@@ -447,35 +463,26 @@ sa_create_window(PG_FUNCTION_ARGS)
 	SaStream   *st;
 	SaWindow   *w;
 	Oid			result;
-	Oid			types[14] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
-		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
-	Datum		values[14];
-	char		nulls[14] = "             ";
+	Datum		values[13];
+	char		nulls[13] = "            ";
 
 	SPI_connect();
 	st = owned_stream(stream);
 	name = normalize_window_name(name, &rv);
-	if (catalog_exec1("SELECT 1 FROM streamagg.windows WHERE name = $1", name, SPI_OK_SELECT) > 0)
+	if (sa_catalog_window_exists(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("window \"%s\" already exists", name)));
+	/* an unqualified name goes where the caller's CREATE TABLE would put it */
+	if (rv->schemaname == NULL)
+		rv->schemaname = get_namespace_name(RangeVarGetCreationNamespace(rv));
 	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
 				 errmsg("relation \"%s\" already exists", name),
 				 errhint("The window's name is the name of its result table; choose another name.")));
 
-	w = sa_compile_window(st, name, group_by, aggregates, filter);
-	set_window_timing(w, fcinfo);
-	w->stream_name = stream;
-	w->lateness_datum = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
-															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
-		: PG_GETARG_DATUM(7);
-	if (w->kind != SA_WIN_GLOBAL)
-		check_free_name(rv, final_view_name(rv->relname), "view of final rows");
-	if (w->navg > 0)
-		check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
-	create_tables(w, rv);
+	w = build_window(st, name, rv, fcinfo, group_by, aggregates, filter);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(stream);
@@ -493,83 +500,80 @@ sa_create_window(PG_FUNCTION_ARGS)
 	nulls[10] = filter ? ' ' : 'n';
 	values[11] = w->lateness_datum;
 	values[12] = interval_arg(fcinfo, 9, &nulls[12]);
-	catalog_exec("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
-				 "kind, size, slide, session_gap, group_by, aggregates, filter, "
-				 "allowed_lateness, retention) "
-				 "VALUES ($1, $2, $3::regclass, $4::regclass, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-				 13, types, values, nulls, SPI_OK_INSERT);
-	reset_epoch(stream);
+	sa_catalog_insert_window(values, nulls);
+	sa_catalog_reset_epoch(stream);
 	result = w->result_rel;		/* w lives in SPI memory */
 	SPI_finish();
 	sa_wake_manager_at_commit();
 	PG_RETURN_OID(result);
 }
 
-/* Drop one window: its definition, result table and state table. */
+/* Drop a relation of a window, as the stream's owner, if it still exists. */
+static void
+drop_relation(Oid relid, const char *kind)
+{
+	char	   *rel = get_rel_name(relid);
+
+	if (rel == NULL)
+		return;
+	SPI_execute(psprintf("DROP %s %s", kind,
+						 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel)),
+				false, 0);
+}
+
+/* Drop one window: its definition, result table, final view and state table. */
 static void
 drop_window(const char *name)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(name)};
 	char	   *stream;
-	bool		isnull;
-	Datum		result;
-	Datum		state;
-	bool		state_null;
+	Oid			result;
+	Oid			state;
+	SaStream   *st;
+	SaUserContext uctx;
 
-	catalog_exec("SELECT stream, result_table::oid, state_table::oid FROM streamagg.windows WHERE name = $1",
-				 1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
+	if (!sa_catalog_window_lookup(name, &stream, &result, &state))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("window \"%s\" does not exist", name)));
-	stream = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &state_null);
-	(void) owned_stream(stream);
+	st = owned_stream(stream);
+	sa_catalog_delete_window(name);
 
-	catalog_exec("DELETE FROM streamagg.windows WHERE name = $1", 1, types, values, NULL, SPI_OK_DELETE);
-	if (get_rel_name(DatumGetObjectId(result)) != NULL)
+	sa_enter_owner(st->owner, &uctx);
+	if (get_rel_name(result) != NULL)
 	{
-		char	   *nsp = get_namespace_name(get_rel_namespace(DatumGetObjectId(result)));
-		char	   *rel = get_rel_name(DatumGetObjectId(result));
+		Oid			view = get_relname_relid(psprintf("%s_final", get_rel_name(result)),
+											 get_rel_namespace(result));
 
-		if (OidIsValid(get_relname_relid(psprintf("%s_final", rel),
-										 get_rel_namespace(DatumGetObjectId(result)))))
-			SPI_execute(psprintf("DROP VIEW %s",
-								 quote_qualified_identifier(nsp, psprintf("%s_final", rel))), false, 0);
-		SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(nsp, rel)), false, 0);
+		if (OidIsValid(view))
+			drop_relation(view, "VIEW");
+		drop_relation(result, "TABLE");
 	}
-	if (!state_null && get_rel_name(DatumGetObjectId(state)) != NULL)
-		SPI_execute(psprintf("DROP TABLE %s",
-							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(state))),
-														get_rel_name(DatumGetObjectId(state)))), false, 0);
-	reset_epoch(stream);
+	if (OidIsValid(state))
+		drop_relation(state, "TABLE");
+	sa_leave(&uctx);
+	sa_catalog_reset_epoch(stream);
 }
 
 Datum
 sa_drop_window(PG_FUNCTION_ARGS)
 {
 	SPI_connect();
+	check_api_access();
 	drop_window(normalize_window_name(arg_text(fcinfo, 0, "name"), NULL));
 	SPI_finish();
 	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
 }
 
-Datum
-sa_drop_stream(PG_FUNCTION_ARGS)
+/* Drop a stream and, with cascade, its windows (the caller owns it). */
+void
+sa_drop_stream_internal(const char *name, bool cascade)
 {
-	char	   *name = arg_text(fcinfo, 0, "name");
-	bool		cascade = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
-	List	   *windows = NIL;
+	List	   *windows;
 	ListCell   *lc;
 
-	SPI_connect();
 	(void) owned_stream(name);
-	catalog_exec1("SELECT name FROM streamagg.windows WHERE stream = $1 ORDER BY name", name, SPI_OK_SELECT);
-	for (uint64 i = 0; i < SPI_processed; i++)
-		windows = lappend(windows, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	windows = sa_catalog_window_names(name);
 	if (windows != NIL && !cascade)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
@@ -577,9 +581,17 @@ sa_drop_stream(PG_FUNCTION_ARGS)
 				 errhint("Drop the windows first, or call streamagg.drop_stream('%s', cascade => true).", name)));
 	foreach(lc, windows)
 		drop_window(lfirst(lc));
-	catalog_exec1("DELETE FROM streamagg.offsets WHERE stream = $1", name, SPI_OK_DELETE);
-	catalog_exec1("DELETE FROM streamagg.dead_letters WHERE stream = $1", name, SPI_OK_DELETE);
-	catalog_exec1("DELETE FROM streamagg.streams WHERE name = $1", name, SPI_OK_DELETE);
+	sa_catalog_delete_stream(name);
+}
+
+Datum
+sa_drop_stream(PG_FUNCTION_ARGS)
+{
+	char	   *name = arg_text(fcinfo, 0, "name");
+	bool		cascade = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+
+	SPI_connect();
+	sa_drop_stream_internal(name, cascade);
 	SPI_finish();
 	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
@@ -588,14 +600,9 @@ sa_drop_stream(PG_FUNCTION_ARGS)
 static void
 set_state(const char *name, const char *state)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(state)};
-
 	SPI_connect();
 	(void) owned_stream(name);
-	catalog_exec("UPDATE streamagg.streams SET state = $2, "
-				 "last_error = CASE WHEN $2 = 'running' THEN NULL ELSE last_error END "
-				 "WHERE name = $1", 2, types, values, NULL, SPI_OK_UPDATE);
+	sa_catalog_set_state(name, state);
 	SPI_finish();
 	sa_wake_manager_at_commit();
 }
@@ -626,15 +633,12 @@ sa_reset_offsets(PG_FUNCTION_ARGS)
 {
 	char	   *name = arg_text(fcinfo, 0, "stream");
 	char	   *to = arg_text(fcinfo, 1, "\"to\"");
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(name), CStringGetTextDatum(to)};
 
 	check_start_from(to, "\"to\"");
 	SPI_connect();
 	(void) owned_stream(name);
-	catalog_exec("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",
-				 2, types, values, NULL, SPI_OK_UPDATE);
-	catalog_exec1("DELETE FROM streamagg.offsets WHERE stream = $1", name, SPI_OK_DELETE);
+	sa_catalog_set_start_from(name, to);
+	sa_catalog_delete_offsets(name);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

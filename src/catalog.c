@@ -1,500 +1,487 @@
 /*-------------------------------------------------------------------------
  *
  * catalog.c
- *		Stream definitions: the column list, the options, and loading a
- *		stream from streamagg.streams.
+ *		Every query on the extension's own tables (streamagg.streams,
+ *		windows, offsets), apart from the batch's writes in sink.c.
  *
- * A column list is a comma list of `name type [PATH '$.a.b']`.  The type
- * is any PostgreSQL type (values go through its input function); PATH is
- * for JSON streams and names a nested value.  After the declared columns
- * every stream has the Kafka metadata columns kafka_key, kafka_partition,
- * kafka_offset and kafka_timestamp.
+ * Each statement is fixed text, run through run() in the catalog context
+ * of usercontext.c: as the owner of the extension's tables, with
+ * search_path = pg_catalog, pg_temp.  No user text is ever part of it;
+ * user values go in as parameters.  Callers are connected to SPI and in a
+ * transaction; results are copied into the caller's memory context.
  *
  *-------------------------------------------------------------------------
  */
 #include "pg_streamagg.h"
 
-#include <ctype.h>
-
 #include "catalog/pg_type.h"
-#include "nodes/makefuncs.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "parser/parse_type.h"
-#include "parser/scansup.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
-#include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
-static const char *const sa_meta_names[SA_NUM_META] = {
-	"kafka_key", "kafka_partition", "kafka_offset", "kafka_timestamp"
-};
-static const Oid sa_meta_types[SA_NUM_META] = {
-	TEXTOID, INT4OID, INT8OID, TIMESTAMPTZOID
-};
+#define TEXT_ARG(s) CStringGetTextDatum(s)
 
-/* Split at commas that are outside parentheses and quotes. */
-static List *
-split_top_level(const char *spec)
+/* Run one catalog statement; returns the number of rows processed. */
+static uint64
+run(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+	bool read_only, int expect)
 {
-	List	   *items = NIL;
-	StringInfoData cur;
-	int			depth = 0;
-	char		quote = 0;
+	SaUserContext ctx;
+	int			rc;
 
-	initStringInfo(&cur);
-	for (const char *p = spec;; p++)
-	{
-		if (*p == '\0' || (*p == ',' && depth == 0 && quote == 0))
-		{
-			items = lappend(items, pstrdup(cur.data));
-			resetStringInfo(&cur);
-			if (*p == '\0')
-				break;
-			continue;
-		}
-		if (quote)
-		{
-			if (*p == quote)
-				quote = 0;
-		}
-		else if (*p == '\'' || *p == '"')
-			quote = *p;
-		else if (*p == '(' || *p == '[')
-			depth++;
-		else if (*p == ')' || *p == ']')
-			depth--;
-		appendStringInfoChar(&cur, *p);
-	}
-	return items;
+	sa_enter_catalog(&ctx);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, 0);
+	sa_leave(&ctx);
+	if (rc < 0 || (expect != 0 && rc != expect))
+		elog(ERROR, "catalog statement failed (%s): %s", SPI_result_code_string(rc), sql);
+	return SPI_processed;
 }
 
-/* Read one identifier (bare or double-quoted) at *p; advance *p past it. */
+/* A statement with the stream (or window) name as its only parameter. */
+static uint64
+run_name(const char *sql, const char *name, bool read_only, int expect)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {TEXT_ARG(name)};
+
+	return run(sql, 1, types, values, NULL, read_only, expect);
+}
+
+static Datum
+getbin(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* Text of a result column, in the caller's memory context. */
 static char *
-read_identifier(const char **p)
+gettext_in(MemoryContext cxt, int row, int col)
 {
-	const char *s = *p;
-	StringInfoData buf;
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 
-	initStringInfo(&buf);
-	while (isspace((unsigned char) *s))
-		s++;
-	if (*s == '"')
-	{
-		for (s++; *s; s++)
-		{
-			if (*s == '"')
-			{
-				if (s[1] == '"')
-				{
-					appendStringInfoChar(&buf, '"');
-					s++;
-					continue;
-				}
-				s++;
-				break;
-			}
-			appendStringInfoChar(&buf, *s);
-		}
-		*p = s;
-		return buf.data;
-	}
-	while (*s && (isalnum((unsigned char) *s) || *s == '_' || IS_HIGHBIT_SET(*s)))
-		appendStringInfoChar(&buf, *s++);
-	*p = s;
-	return downcase_identifier(buf.data, buf.len, false, false);
+	return v ? MemoryContextStrdup(cxt, v) : NULL;
 }
 
-/* '$.a.b' or '$."odd key".c' -> list of keys. */
-static char **
-parse_json_path(const char *colname, const char *path, int *len)
+/* ---------- streams ---------- */
+
+bool
+sa_catalog_stream_exists(const char *name)
 {
-	const char *p = path;
-	List	   *keys = NIL;
-	char	  **out;
-	int			i = 0;
-	ListCell   *lc;
-
-	if (*p++ != '$')
-		goto bad;
-	while (*p)
-	{
-		StringInfoData key;
-
-		if (*p++ != '.')
-			goto bad;
-		initStringInfo(&key);
-		if (*p == '"')
-		{
-			for (p++; *p && *p != '"'; p++)
-				appendStringInfoChar(&key, *p);
-			if (*p++ != '"')
-				goto bad;
-		}
-		else
-			while (*p && *p != '.' && *p != '[')
-				appendStringInfoChar(&key, *p++);
-		if (key.len == 0)
-			goto bad;
-		keys = lappend(keys, key.data);
-	}
-	if (keys == NIL)
-		goto bad;
-	out = palloc(sizeof(char *) * list_length(keys));
-	foreach(lc, keys)
-		out[i++] = lfirst(lc);
-	*len = i;
-	return out;
-
-bad:
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid PATH '%s' for column \"%s\"", path, colname),
-			 errhint("A path is $ followed by .key steps, for example '$.request.ip'; quote odd keys as $.\"a key\".")));
-	return NULL;				/* keep compiler quiet */
-}
-
-/* Find a trailing PATH '...' clause (any case); cut it off the item. */
-static char *
-take_path_clause(char *item)
-{
-	char	   *q = strrchr(item, '\'');
-	char	   *open;
-	char	   *kw;
-
-	if (q == NULL)
-		return NULL;
-	*q = '\0';
-	open = strrchr(item, '\'');
-	if (open == NULL)
-	{
-		*q = '\'';
-		return NULL;
-	}
-	kw = open - 1;
-	while (kw > item && isspace((unsigned char) *kw))
-		kw--;
-	if (kw - item >= 3 && pg_strncasecmp(kw - 3, "path", 4) == 0 &&
-		(kw - 3 == item || isspace((unsigned char) kw[-4])))
-	{
-		char	   *path = pstrdup(open + 1);
-
-		kw[-3] = '\0';
-		return path;
-	}
-	*q = '\'';
-	return NULL;
-}
-
-static void
-init_column(SaColumn *col, char *name, Oid typid, int32 typmod)
-{
-	Oid			infunc;
-
-	col->name = name;
-	col->typid = typid;
-	col->typmod = typmod;
-	col->collation = get_typcollation(typid);
-	getTypeInputInfo(typid, &infunc, &col->typioparam);
-	fmgr_info(infunc, &col->input);
-	col->is_timestamptz = (getBaseType(typid) == TIMESTAMPTZOID);
-	col->is_json = (getBaseType(typid) == JSONOID || getBaseType(typid) == JSONBOID);
-	col->pathlen = 1;
-	col->path = palloc(sizeof(char *));
-	col->path[0] = name;
+	return run_name("SELECT 1 FROM streamagg.streams WHERE name = $1", name, true, SPI_OK_SELECT) > 0;
 }
 
 /*
- * Parse a column list into columns (without the metadata ones).  Errors
- * name the offending item.
+ * Lock a stream's row until the end of the transaction: FOR UPDATE by the
+ * API, FOR SHARE by a worker setting itself up, so that definitions never
+ * change in the middle of a setup.  Returns false if there is no such
+ * stream.
  */
-SaColumn *
-sa_parse_columns(const char *spec, int *ncols)
+bool
+sa_catalog_lock_stream(const char *name, bool exclusive)
 {
-	List	   *items = split_top_level(spec ? spec : "");
-	SaColumn   *cols = palloc0(sizeof(SaColumn) * (list_length(items) + SA_NUM_META));
-	int			n = 0;
-	ListCell   *lc;
-
-	foreach(lc, items)
-	{
-		char	   *item = lfirst(lc);
-		char	   *path = take_path_clause(item);
-		const char *p = item;
-		char	   *name = read_identifier(&p);
-		Oid			typid;
-		int32		typmod;
-
-		if (name[0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("invalid column list: \"%s\"", spec),
-					 errhint("Write columns as a comma list of name and type, for example 'ip text, status int, ts timestamptz'.")));
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("column \"%s\" has no type", name),
-					 errhint("Write columns as a comma list of name and type, for example 'ip text, status int'.")));
-		for (int i = 0; i < n; i++)
-			if (strcmp(cols[i].name, name) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_COLUMN),
-						 errmsg("column \"%s\" is declared twice", name)));
-		for (int i = 0; i < SA_NUM_META; i++)
-			if (strcmp(sa_meta_names[i], name) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_COLUMN),
-						 errmsg("column name \"%s\" is reserved for Kafka metadata", name)));
-		parseTypeString(p, &typid, &typmod, false);
-		init_column(&cols[n], name, typid, typmod);
-		if (path)
-			cols[n].path = parse_json_path(name, path, &cols[n].pathlen);
-		cols[n].pathkeylen = palloc(sizeof(int) * cols[n].pathlen);
-		for (int k = 0; k < cols[n].pathlen; k++)
-			cols[n].pathkeylen[k] = strlen(cols[n].path[k]);
-		n++;
-	}
-	*ncols = n;
-	return cols;
+	return run_name(exclusive ?
+					"SELECT 1 FROM streamagg.streams WHERE name = $1 FOR UPDATE" :
+					"SELECT 1 FROM streamagg.streams WHERE name = $1 FOR SHARE",
+					name, false, SPI_OK_SELECT) > 0;
 }
 
-/* Append the Kafka metadata columns after the declared ones. */
-void
-sa_add_meta_columns(SaStream *st)
-{
-	for (int i = 0; i < SA_NUM_META; i++)
-		init_column(&st->cols[st->ncols + i], pstrdup(sa_meta_names[i]),
-					sa_meta_types[i], -1);
-}
-
-int
-sa_column_index(SaStream *st, const char *name)
-{
-	for (int i = 0; i < st->ncols + SA_NUM_META; i++)
-		if (strcmp(st->cols[i].name, name) == 0)
-			return i;
-	return -1;
-}
-
-SaFormat
-sa_parse_format(const char *fmt)
-{
-	if (fmt && strcmp(fmt, "json") == 0)
-		return SA_FORMAT_JSON;
-	if (fmt && strcmp(fmt, "csv") == 0)
-		return SA_FORMAT_CSV;
-	if (fmt && strcmp(fmt, "text") == 0)
-		return SA_FORMAT_TEXT;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown format \"%s\"", fmt ? fmt : "(null)"),
-			 errhint("Use 'json', 'csv' or 'text'.")));
-	return SA_FORMAT_JSON;		/* keep compiler quiet */
-}
-
-SaOnError
-sa_parse_on_error(const char *s)
-{
-	if (s && strcmp(s, "dead_letter") == 0)
-		return SA_ON_ERROR_DEAD_LETTER;
-	if (s && strcmp(s, "skip") == 0)
-		return SA_ON_ERROR_SKIP;
-	if (s && strcmp(s, "stop") == 0)
-		return SA_ON_ERROR_STOP;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown on_error policy \"%s\"", s ? s : "(null)"),
-			 errhint("Use 'dead_letter', 'skip' or 'stop'.")));
-	return SA_ON_ERROR_DEAD_LETTER; /* keep compiler quiet */
-}
-
-/* A time length in microseconds; months are refused (they have no fixed length). */
-int64
-sa_interval_usecs(Interval *iv, const char *what)
-{
-	if (iv->month != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be given in months or years", what),
-				 errhint("Use days, hours, minutes or seconds, for example '30 days'.")));
-	return iv->time + (int64) iv->day * USECS_PER_DAY;
-}
-
-static int
-option_int(const char *key, const char *val, int min, int max)
-{
-	char	   *end;
-	long		v = strtol(val, &end, 10);
-
-	if (*end != '\0' || v < min || v > max)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid value \"%s\" for option \"%s\"", val, key),
-				 errdetail("The value must be a whole number from %d to %d.", min, max)));
-	return (int) v;
-}
-
-static char
-option_char(const char *key, const char *val)
-{
-	if (strlen(val) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a single character", key)));
-	return val[0];
-}
-
-/*
- * A stream's options as (key, text value) pairs (DefElem with a String):
- * strings as they are, numbers and booleans as their JSON text.
- */
-List *
-sa_option_list(Jsonb *options)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *key = NULL;
-	List	   *result = NIL;
-
-	if (!JB_ROOT_IS_OBJECT(options))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("options must be a JSON object")));
-	it = JsonbIteratorInit(&options->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		char	   *val;
-
-		if (tok == WJB_KEY)
-		{
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-			continue;
-		}
-		if (tok != WJB_VALUE)
-			continue;
-		if (v.type == jbvString)
-			val = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (v.type == jbvNumeric)
-			val = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-		else if (v.type == jbvBool)
-			val = pstrdup(v.val.boolean ? "true" : "false");
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("option \"%s\" must be a string, number or boolean", key)));
-		result = lappend(result, makeDefElem(key, (Node *) makeString(val), -1));
-	}
-	return result;
-}
-
-/*
- * Apply the stream's own options (keys "streamagg.*") and, when asked,
- * check every other key with librdkafka.  Stream option keys:
- *	 streamagg.csv_delimiter, streamagg.csv_quote,
- *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.idle_timeout (ms)
- */
-void
-sa_apply_stream_options(SaStream *st, bool validate_kafka)
-{
-	ListCell   *lc;
-
-	st->csv_delimiter = ',';
-	st->csv_quote = '"';
-	st->batch_size = 0;
-	st->batch_time_ms = 0;
-	st->idle_timeout_ms = -1;
-
-	foreach(lc, sa_option_list(st->options))
-	{
-		DefElem    *opt = lfirst(lc);
-		char	   *key = opt->defname;
-		char	   *val = strVal(opt->arg);
-
-		if (strcmp(key, "streamagg.csv_delimiter") == 0)
-			st->csv_delimiter = option_char(key, val);
-		else if (strcmp(key, "streamagg.csv_quote") == 0)
-			st->csv_quote = option_char(key, val);
-		else if (strcmp(key, "streamagg.batch_size") == 0)
-			st->batch_size = option_int(key, val, 1, 10000000);
-		else if (strcmp(key, "streamagg.batch_time") == 0)
-			st->batch_time_ms = option_int(key, val, 1, 600000);
-		else if (strcmp(key, "streamagg.idle_timeout") == 0)
-			st->idle_timeout_ms = option_int(key, val, 0, INT_MAX);
-		else if (strncmp(key, "streamagg.", 10) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown stream option \"%s\"", key),
-					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time and streamagg.idle_timeout; other keys go to librdkafka.")));
-	}
-
-	if (validate_kafka)
-	{
-		char		errstr[512];
-		struct rd_kafka_conf_s *conf = sa_kafka_conf(st, errstr, sizeof(errstr));
-
-		if (conf == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid Kafka option: %s", errstr),
-					 errhint("options holds librdkafka properties; see librdkafka's CONFIGURATION.md.")));
-		sa_kafka_conf_destroy(conf);
-	}
-}
-
-static char *
-spi_text(HeapTuple tup, TupleDesc desc, int col)
-{
-	return SPI_getvalue(tup, desc, col);
-}
-
-/*
- * Load a stream definition (caller is connected to SPI and in a
- * transaction).  The result is allocated in the caller's memory context.
- */
+/* Load a stream definition, in the caller's memory context. */
 SaStream *
 sa_load_stream(const char *name)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(name)};
-	MemoryContext cxt = CurrentMemoryContext;	/* SPI calls leave us elsewhere */
+	MemoryContext cxt = CurrentMemoryContext;
 	SaStream   *st;
-	HeapTuple	tup;
-	TupleDesc	desc;
 	bool		isnull;
 	char	   *columns;
 	char	   *event_time;
 
-	if (SPI_execute_with_args("SELECT topic, brokers, columns, format, event_time, start_from, "
-							  "parallelism, on_error, options, owner::oid "
-							  "FROM streamagg.streams WHERE name = $1",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream \"%s\"", name);
-	if (SPI_processed != 1)
+	if (run_name("SELECT topic, brokers, columns, format, event_time, start_from, "
+				 "parallelism, on_error, options, owner::oid "
+				 "FROM streamagg.streams WHERE name = $1", name, true, SPI_OK_SELECT) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", name)));
-
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
 	MemoryContextSwitchTo(cxt);
 	st = palloc0(sizeof(SaStream));
 	st->name = pstrdup(name);
-	st->topic = spi_text(tup, desc, 1);
-	st->brokers = spi_text(tup, desc, 2);
-	columns = spi_text(tup, desc, 3);
-	st->format = sa_parse_format(spi_text(tup, desc, 4));
-	event_time = spi_text(tup, desc, 5);
-	st->start_from = spi_text(tup, desc, 6);
-	st->parallelism = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-	st->on_error = sa_parse_on_error(spi_text(tup, desc, 8));
-	st->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
-	st->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+	st->topic = gettext_in(cxt, 0, 1);
+	st->brokers = gettext_in(cxt, 0, 2);
+	columns = gettext_in(cxt, 0, 3);
+	st->format = sa_parse_format(gettext_in(cxt, 0, 4));
+	event_time = gettext_in(cxt, 0, 5);
+	st->start_from = gettext_in(cxt, 0, 6);
+	st->parallelism = DatumGetInt32(getbin(0, 7, &isnull));
+	st->on_error = sa_parse_on_error(gettext_in(cxt, 0, 8));
+	st->options = DatumGetJsonbPCopy(getbin(0, 9, &isnull));
+	st->owner = DatumGetObjectId(getbin(0, 10, &isnull));
 	st->cols = sa_parse_columns(columns, &st->ncols);
 	sa_add_meta_columns(st);
 	st->event_col = event_time ? sa_column_index(st, event_time) : -1;
 	sa_apply_stream_options(st, false);
-	return st;					/* in the caller's context, which is current */
+	return st;
+}
+
+void
+sa_catalog_insert_stream(SaStream *st, const char *columns, const char *format,
+						 const char *event_time, const char *on_error)
+{
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, INT4OID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[11];
+	char		nulls[11] = "          ";
+
+	values[0] = TEXT_ARG(st->name);
+	values[1] = TEXT_ARG(st->topic);
+	values[2] = TEXT_ARG(st->brokers);
+	values[3] = TEXT_ARG(columns);
+	values[4] = TEXT_ARG(format);
+	values[5] = event_time ? TEXT_ARG(event_time) : (Datum) 0;
+	nulls[5] = event_time ? ' ' : 'n';
+	values[6] = TEXT_ARG(st->start_from);
+	values[7] = Int32GetDatum(st->parallelism);
+	values[8] = TEXT_ARG(on_error);
+	values[9] = JsonbPGetDatum(st->options);
+	values[10] = ObjectIdGetDatum(st->owner);
+	run("INSERT INTO streamagg.streams (name, topic, brokers, columns, format, "
+		"event_time, start_from, parallelism, on_error, options, owner) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::pg_catalog.regrole)",
+		11, types, values, nulls, false, SPI_OK_INSERT);
+}
+
+/* Running or paused; resuming clears the last error. */
+void
+sa_catalog_set_state(const char *name, const char *state)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(state)};
+
+	run("UPDATE streamagg.streams SET state = $2, "
+		"last_error = CASE WHEN $2 = 'running' THEN NULL ELSE last_error END "
+		"WHERE name = $1", 2, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+/* Record (message) or clear (NULL) why a stream cannot run. */
+void
+sa_catalog_set_last_error(const char *name, const char *message)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {TEXT_ARG(name), message ? TEXT_ARG(message) : (Datum) 0};
+	char		nulls[2] = {' ', message ? ' ' : 'n'};
+
+	run("UPDATE streamagg.streams SET last_error = $2 WHERE name = $1 "
+		"AND last_error IS DISTINCT FROM $2",
+		2, types, values, nulls, false, SPI_OK_UPDATE);
+}
+
+/* on_error = 'stop' met a bad message: stop the stream with the reason. */
+void
+sa_catalog_stop_stream(const char *name, const char *message)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(message)};
+
+	run("UPDATE streamagg.streams SET state = 'stopped', last_error = $2 WHERE name = $1",
+		2, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+bool
+sa_catalog_has_last_error(const char *name)
+{
+	return run_name("SELECT 1 FROM streamagg.streams WHERE name = $1 AND last_error IS NOT NULL",
+					name, true, SPI_OK_SELECT) > 0;
+}
+
+void
+sa_catalog_set_start_from(const char *name, const char *start_from)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(start_from)};
+
+	run("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",
+		2, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+/* A stream's offsets, dead letters and definition (its windows are gone). */
+void
+sa_catalog_delete_stream(const char *name)
+{
+	run_name("DELETE FROM streamagg.offsets WHERE stream = $1", name, false, SPI_OK_DELETE);
+	run_name("DELETE FROM streamagg.dead_letters WHERE stream = $1", name, false, SPI_OK_DELETE);
+	run_name("DELETE FROM streamagg.streams WHERE name = $1", name, false, SPI_OK_DELETE);
+}
+
+/*
+ * The streams that should have workers: running, with at least one
+ * window.  A list of SaStreamRef in the caller's memory context.
+ */
+List *
+sa_catalog_running_streams(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *result = NIL;
+	uint64		n;
+
+	n = run("SELECT s.name, s.parallelism, s.owner::oid FROM streamagg.streams s "
+			"WHERE s.state = 'running' "
+			"AND EXISTS (SELECT 1 FROM streamagg.windows w WHERE w.stream = s.name)",
+			0, NULL, NULL, NULL, true, SPI_OK_SELECT);
+	for (uint64 r = 0; r < n; r++)
+	{
+		SaStreamRef *ref = MemoryContextAllocZero(cxt, sizeof(SaStreamRef));
+		bool		isnull;
+
+		ref->name = gettext_in(cxt, r, 1);
+		ref->parallelism = DatumGetInt32(getbin(r, 2, &isnull));
+		ref->owner = DatumGetObjectId(getbin(r, 3, &isnull));
+		result = lappend(result, ref);
+	}
+	MemoryContextSwitchTo(cxt);
+	return result;
+}
+
+/* Names of the streams a role owns, in the caller's memory context. */
+List *
+sa_catalog_streams_owned_by(Oid role)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	List	   *result = NIL;
+	uint64		n;
+
+	n = run("SELECT name FROM streamagg.streams WHERE owner = $1::pg_catalog.regrole ORDER BY name",
+			1, types, values, NULL, true, SPI_OK_SELECT);
+	for (uint64 r = 0; r < n; r++)
+		result = lappend(result, gettext_in(cxt, r, 1));
+	MemoryContextSwitchTo(cxt);
+	return result;
+}
+
+/* The roles that own streams here (a list of Oid). */
+List *
+sa_catalog_stream_owners(void)
+{
+	List	   *result = NIL;
+	uint64		n;
+
+	n = run("SELECT DISTINCT owner::oid FROM streamagg.streams", 0, NULL, NULL, NULL, true, SPI_OK_SELECT);
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+
+		result = lappend_oid(result, DatumGetObjectId(getbin(r, 1, &isnull)));
+	}
+	return result;
+}
+
+/* REASSIGN OWNED: the streams of one role go to another. */
+void
+sa_catalog_reassign(Oid from, Oid to)
+{
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		values[2] = {ObjectIdGetDatum(from), ObjectIdGetDatum(to)};
+
+	run("UPDATE streamagg.streams SET owner = $2::pg_catalog.regrole "
+		"WHERE owner = $1::pg_catalog.regrole",
+		2, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+/* ---------- windows ---------- */
+
+bool
+sa_catalog_window_exists(const char *name)
+{
+	return run_name("SELECT 1 FROM streamagg.windows WHERE name = $1", name, true, SPI_OK_SELECT) > 0;
+}
+
+/* values/nulls: the 13 columns in the order of the INSERT below. */
+void
+sa_catalog_insert_window(Datum *values, const char *nulls)
+{
+	Oid			types[13] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
+		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
+
+	run("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
+		"kind, size, slide, session_gap, group_by, aggregates, filter, "
+		"allowed_lateness, retention) "
+		"VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7, $8, "
+		"$9, $10, $11, $12, $13)",
+		13, types, values, nulls, false, SPI_OK_INSERT);
+}
+
+/*
+ * A window's stream, result table and state table (InvalidOid if none).
+ * Returns false when there is no such window.
+ */
+bool
+sa_catalog_window_lookup(const char *name, char **stream, Oid *result, Oid *state)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		isnull;
+	Datum		d;
+
+	if (run_name("SELECT stream, result_table::oid, state_table::oid "
+				 "FROM streamagg.windows WHERE name = $1", name, true, SPI_OK_SELECT) == 0)
+		return false;
+	*stream = gettext_in(cxt, 0, 1);
+	*result = DatumGetObjectId(getbin(0, 2, &isnull));
+	d = getbin(0, 3, &isnull);
+	*state = isnull ? InvalidOid : DatumGetObjectId(d);
+	MemoryContextSwitchTo(cxt);
+	return true;
+}
+
+void
+sa_catalog_delete_window(const char *name)
+{
+	run_name("DELETE FROM streamagg.windows WHERE name = $1", name, false, SPI_OK_DELETE);
+}
+
+/* Names of a stream's windows, in the caller's memory context. */
+List *
+sa_catalog_window_names(const char *stream)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *result = NIL;
+	uint64		n;
+
+	n = run_name("SELECT name FROM streamagg.windows WHERE stream = $1 ORDER BY name",
+				 stream, true, SPI_OK_SELECT);
+	for (uint64 r = 0; r < n; r++)
+		result = lappend(result, gettext_in(cxt, r, 1));
+	MemoryContextSwitchTo(cxt);
+	return result;
+}
+
+/*
+ * The window definitions of a stream, left in SPI_tuptable for window.c
+ * (columns: name, kind, result_table, state_table, size, slide,
+ * session_gap, group_by, aggregates, filter, allowed_lateness, retention).
+ */
+uint64
+sa_catalog_window_rows(const char *stream)
+{
+	return run_name("SELECT name, kind, result_table::oid, state_table::oid, size, slide, "
+					"session_gap, group_by, aggregates, filter, allowed_lateness, retention "
+					"FROM streamagg.windows WHERE stream = $1 ORDER BY created_at, name",
+					stream, true, SPI_OK_SELECT);
+}
+
+/* ---------- offsets ---------- */
+
+/* Make running workers of a stream drop their batch and reload. */
+void
+sa_catalog_reset_epoch(const char *stream)
+{
+	run_name("UPDATE streamagg.offsets SET epoch = 0 WHERE stream = $1", stream, false, SPI_OK_UPDATE);
+}
+
+void
+sa_catalog_delete_offsets(const char *stream)
+{
+	run_name("DELETE FROM streamagg.offsets WHERE stream = $1", stream, false, SPI_OK_DELETE);
+}
+
+bool
+sa_catalog_has_offsets(const char *stream)
+{
+	return run_name("SELECT 1 FROM streamagg.offsets WHERE stream = $1 LIMIT 1",
+					stream, false, SPI_OK_SELECT) > 0;
+}
+
+int64
+sa_catalog_next_epoch(void)
+{
+	bool		isnull;
+
+	run("SELECT pg_catalog.nextval('streamagg.epoch_seq')", 0, NULL, NULL, NULL, false, SPI_OK_SELECT);
+	return DatumGetInt64(getbin(0, 1, &isnull));
+}
+
+static void
+read_claim(SaClaim *claim)
+{
+	bool		isnull;
+	Datum		d;
+
+	claim->next_offset = DatumGetInt64(getbin(0, 1, &isnull));
+	d = getbin(0, 2, &isnull);
+	claim->max_event_time = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+	d = getbin(0, 3, &isnull);
+	claim->watermark = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+}
+
+/*
+ * Stamp a partition's offsets row with our epoch.  Returns false when the
+ * partition has no row yet.
+ */
+bool
+sa_catalog_claim_partition(const char *stream, int32 partition, int64 epoch, SaClaim *claim)
+{
+	Oid			types[3] = {TEXTOID, INT4OID, INT8OID};
+	Datum		values[3] = {TEXT_ARG(stream), Int32GetDatum(partition), Int64GetDatum(epoch)};
+
+	if (run("UPDATE streamagg.offsets SET epoch = $3 "
+			"WHERE stream = $1 AND partition = $2 "
+			"RETURNING next_offset, max_event_time, watermark",
+			3, types, values, NULL, false, SPI_OK_UPDATE_RETURNING) == 0)
+		return false;
+	read_claim(claim);
+	return true;
+}
+
+/* A new partition's offsets row, claimed with our epoch. */
+void
+sa_catalog_insert_partition(const char *stream, int32 partition, int64 epoch,
+							int64 next_offset, SaClaim *claim)
+{
+	Oid			types[4] = {TEXTOID, INT4OID, INT8OID, INT8OID};
+	Datum		values[4] = {TEXT_ARG(stream), Int32GetDatum(partition), Int64GetDatum(epoch),
+	Int64GetDatum(next_offset)};
+
+	run("INSERT INTO streamagg.offsets (stream, partition, epoch, next_offset) "
+		"VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time, watermark",
+		4, types, values, NULL, false, SPI_OK_INSERT_RETURNING);
+	read_claim(claim);
+}
+
+/*
+ * All partitions of a stream with their largest committed event time,
+ * left in SPI_tuptable (columns: partition, max_event_time).
+ */
+uint64
+sa_catalog_partition_rows(const char *stream)
+{
+	return run_name("SELECT partition, max_event_time FROM streamagg.offsets WHERE stream = $1",
+					stream, true, SPI_OK_SELECT);
+}
+
+/* How many of a stream's offsets rows carry this epoch. */
+int64
+sa_catalog_count_epoch(const char *stream, int64 epoch)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {TEXT_ARG(stream), Int64GetDatum(epoch)};
+	bool		isnull;
+
+	run("SELECT pg_catalog.count(*) FROM streamagg.offsets WHERE stream = $1 AND epoch = $2",
+		2, types, values, NULL, true, SPI_OK_SELECT);
+	return DatumGetInt64(getbin(0, 1, &isnull));
+}
+
+/*
+ * The stream's committed watermark as this transaction sees it: the
+ * smallest of its workers' watermarks at their last commit (the one the
+ * _final views use).  DT_NOBEGIN when unknown.
+ */
+TimestampTz
+sa_catalog_watermark(const char *stream)
+{
+	bool		isnull;
+	Datum		d;
+
+	run_name("SELECT pg_catalog.min(watermark) FROM streamagg.offsets WHERE stream = $1",
+			 stream, false, SPI_OK_SELECT);
+	d = getbin(0, 1, &isnull);
+	return isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
 }

@@ -57,4 +57,18 @@ sa_materialize_srf(FunctionCallInfo fcinfo)
 #define SA_UNIQUE_NULLS_EQUAL "UNIQUE"
 #endif
 
+/* ACL and ownership checks by object class since 16 */
+#include "utils/acl.h"
+#if PG_VERSION_NUM >= 160000
+#define object_aclcheck_compat(classid, objid, roleid, mode) \
+	object_aclcheck((classid), (objid), (roleid), (mode))
+#define sa_database_ownercheck(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
+#else
+#define object_aclcheck_compat(classid, objid, roleid, mode) \
+	pg_namespace_aclcheck((objid), (roleid), (mode))
+#define sa_database_ownercheck(dboid, roleid) \
+	pg_database_ownercheck((dboid), (roleid))
+#endif
+
 #endif							/* SA_COMPAT_H */

@@ -11,12 +11,18 @@
  * worker evaluates the compiled expression with the decoded message as
  * the parameter values.  No SQL runs per message.
  *
+ * Callers parse, plan and evaluate in the owner context of usercontext.c
+ * (search_path = pg_catalog, pg_temp): functions, operators and types
+ * outside pg_catalog must be schema-qualified, and they always resolve
+ * the same way, at create time and in every worker.
+ *
  *-------------------------------------------------------------------------
  */
 #include "pg_streamagg.h"
 
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
 #include "parser/parse_node.h"
 #include "compat.h"
@@ -53,6 +59,16 @@ sa_columnref_hook(ParseState *pstate, ColumnRef *cref)
 	return (Node *) param;
 }
 
+static bool
+has_sublink_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubLink))
+		return true;
+	return raw_expression_tree_walker(node, has_sublink_walker, context);
+}
+
 /*
  * Analyze one raw expression against the stream's columns.  Subqueries
  * and set-returning functions are refused; aggregates are left for the
@@ -64,11 +80,17 @@ sa_transform_expr(SaStream *st, Node *raw, const char *what)
 	ParseState *pstate = make_parsestate(NULL);
 	Node	   *expr;
 
+	/* before analysis, which would look up the subquery's tables */
+	if (has_sublink_walker(raw, NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subqueries are not allowed in %s", what)));
 	pstate->p_pre_columnref_hook = sa_columnref_hook;
 	pstate->p_ref_hook_state = st;
 	pstate->p_expr_kind = EXPR_KIND_SELECT_TARGET;
 
 	expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
+	assign_expr_collations(pstate, expr);
 	if (pstate->p_hasSubLinks)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -139,4 +161,32 @@ sa_parse_filter(const char *text)
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("invalid filter: \"%s\"", text)));
 	return sel->whereClause;
+}
+
+static bool
+not_built_in(Oid func, void *context)
+{
+	return func >= FirstGenbkiObjectId;
+}
+
+static bool
+calls_user_code_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, not_built_in, context))
+		return true;
+	return expression_tree_walker(node, calls_user_code_walker, context);
+}
+
+/*
+ * Does the expression call a function that is not built in (the owner's
+ * own, or an extension's)?  Such a function may take locks, open
+ * snapshots or run SQL, so an error it raises can only be caught safely
+ * by rolling back a subtransaction.
+ */
+bool
+sa_expr_calls_user_code(Node *expr)
+{
+	return calls_user_code_walker(expr, NULL);
 }

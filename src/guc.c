@@ -19,6 +19,7 @@ int			sa_batch_time_ms = 200;
 int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
 int			sa_queue_kbytes = 32768;
+int			sa_max_workers_per_stream = 4;
 
 void
 sa_define_gucs(void)
@@ -58,6 +59,12 @@ sa_define_gucs(void)
 							"Passed to librdkafka as queued.max.messages.kbytes unless the stream's options set it.",
 							&sa_queue_kbytes, 32768, 1024, 2097151,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("streamagg.max_workers_per_stream",
+							"Most workers (parallelism) a stream of a non-superuser may ask for.",
+							"Worker slots are shared by the whole cluster; superusers are not limited.",
+							&sa_max_workers_per_stream, 4, 1, 256,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("streamagg");

@@ -102,6 +102,9 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 			!conf_set(conf, opt->defname, strVal(opt->arg), errstr, errlen))
 			goto fail;
 	}
+	/* whatever the options say, logs and errors reach the worker's thread */
+	if (!conf_set(conf, "log.queue", "true", errstr, errlen))
+		goto fail;
 	rd_kafka_conf_set_log_cb(conf, sa_kafka_log);
 	rd_kafka_conf_set_error_cb(conf, sa_kafka_error);
 	return conf;

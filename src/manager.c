@@ -24,6 +24,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -121,39 +122,35 @@ manager_read_catalog(void)
 	present = OidIsValid(get_extension_oid(SA_EXTENSION_NAME, true));
 	if (present)
 	{
-		SPI_connect();
-		SPI_execute("SELECT s.name, s.parallelism, s.owner::oid FROM streamagg.streams s "
-					"WHERE s.state = 'running' "
-					"AND EXISTS (SELECT 1 FROM streamagg.windows w WHERE w.stream = s.name)",
-					true, 0);
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			char	   *name = SPI_getvalue(tup, desc, 1);
-			int			par = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		ListCell   *lc;
 
-			for (int i = 0; i < par; i++)
+		SPI_connect();
+		foreach(lc, sa_catalog_running_streams())
+		{
+			SaStreamRef *ref = lfirst(lc);
+
+			for (int i = 0; i < ref->parallelism; i++)
 			{
-				ManagedWorker *w = manager_find(name, i, true);
+				ManagedWorker *w = manager_find(ref->name, i, true);
 
 				if (w == NULL)
 				{
 					ereport(WARNING,
 							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-							 errmsg("not enough pg_streamagg worker slots for stream \"%s\"", name),
+							 errmsg("not enough pg_streamagg worker slots for stream \"%s\"", ref->name),
 							 errhint("Raise streamagg.max_workers (now %d) and restart the server.",
 									 sa_max_workers)));
 					break;
 				}
 				w->wanted = true;
-				w->owner = owner;
+				w->owner = ref->owner;
 			}
 		}
+		sa_publish_owners(MyDatabaseId, sa_catalog_stream_owners());
 		SPI_finish();
 	}
+	else
+		sa_publish_owners(MyDatabaseId, NIL);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -164,8 +161,6 @@ manager_read_catalog(void)
 static void
 manager_record_error(const char *stream, const char *message)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {CStringGetTextDatum(stream), CStringGetTextDatum(message)};
 	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
@@ -174,8 +169,7 @@ manager_record_error(const char *stream, const char *message)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
-		SPI_execute_with_args("UPDATE streamagg.streams SET last_error = $2 WHERE name = $1",
-							  2, types, values, NULL, false, 0);
+		sa_catalog_set_last_error(stream, message);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -349,6 +343,8 @@ sa_manager_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* catalog.c pins it for every statement too; this covers everything else */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	managed = MemoryContextAllocZero(TopMemoryContext,
 									 sizeof(ManagedWorker) * sa_max_workers);

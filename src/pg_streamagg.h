@@ -16,7 +16,9 @@
  *	 window.c	 window assignment and in-memory aggregation of a batch
  *	 sink.c		 writes a batch: window rows + dead letters + offsets, one
  *				 transaction
- *	 catalog.c	 reads stream and window definitions
+ *	 catalog.c	 every query on the extension's own tables (but the batch's)
+ *	 streamdef.c column lists, formats and options of a stream
+ *	 usercontext.c  acting as a stream's owner / as the catalog's owner
  *	 api.c		 the SQL-callable functions (create_stream, ...)
  *	 shmem.c	 shared state: databases, worker slots, live partition figures
  *	 guc.c		 the streamagg.* settings
@@ -50,6 +52,7 @@ extern int	sa_batch_time_ms;
 extern int	sa_max_restart_delay_s;
 extern int	sa_idle_timeout_ms;
 extern int	sa_queue_kbytes;
+extern int	sa_max_workers_per_stream;
 extern void sa_define_gucs(void);
 
 /* ---- shmem.c ---- */
@@ -88,6 +91,7 @@ typedef struct SaWorkerSlot
 	pid_t		pid;			/* 0: free */
 	Oid			dboid;
 	int32		index;
+	Oid			owner;			/* the stream's owner: who may see this slot */
 	char		stream[SA_NAME_LEN];
 	TimestampTz started_at;
 	TimestampTz watermark;		/* DT_NOBEGIN when unknown */
@@ -95,11 +99,21 @@ typedef struct SaWorkerSlot
 	SaPartLive	parts[SA_MAX_PARTS_PER_WORKER];
 } SaWorkerSlot;
 
+/* A role that owns streams in a database, as its manager last saw it. */
+typedef struct SaOwnerEntry
+{
+	Oid			dboid;			/* InvalidOid: free */
+	Oid			role;
+} SaOwnerEntry;
+
+#define SA_MAX_OWNERS 1024
+
 typedef struct SaShared
 {
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	SaDbSlot	dbs[SA_MAX_DATABASES];
+	SaOwnerEntry owners[SA_MAX_OWNERS];
 	SaWorkerSlot workers[FLEXIBLE_ARRAY_MEMBER];
 } SaShared;
 
@@ -111,8 +125,10 @@ extern void sa_shmem_startup(void);
 extern void sa_request_database(Oid dboid);
 extern void sa_wake_manager_at_commit(void);
 extern void sa_register_xact_callback(void);
-extern SaWorkerSlot *sa_worker_slot_acquire(Oid dboid, const char *stream, int index);
+extern SaWorkerSlot *sa_worker_slot_acquire(Oid dboid, const char *stream, int index, Oid owner);
 extern void sa_stop_database_workers(Oid dboid);
+extern void sa_publish_owners(Oid dboid, List *roles);
+extern char *sa_owner_elsewhere(Oid role, Oid except_db);
 
 /* ---- launcher.c / manager.c / worker.c (background worker entry points) ---- */
 extern void sa_register_launcher(void);
@@ -185,22 +201,90 @@ typedef struct SaStream
 	int			batch_size;
 	int			batch_time_ms;
 	int			idle_timeout_ms;
+	char	   *kafka_group;	/* streamagg.kafka_group, or NULL */
 } SaStream;
 
+/* ---- streamdef.c ---- */
 extern SaColumn *sa_parse_columns(const char *spec, int *ncols);
 extern void sa_add_meta_columns(SaStream *st);
-extern SaStream *sa_load_stream(const char *name);
 extern SaFormat sa_parse_format(const char *fmt);
 extern SaOnError sa_parse_on_error(const char *s);
 extern int	sa_column_index(SaStream *st, const char *name);
 extern void sa_apply_stream_options(SaStream *st, bool validate_kafka);
 extern List *sa_option_list(Jsonb *options);
 extern int64 sa_interval_usecs(Interval *iv, const char *what);
+extern void sa_check_option_rights(SaStream *st);
+
+/* ---- usercontext.c ---- */
+typedef struct SaUserContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} SaUserContext;
+
+extern void sa_pin_search_path(void);
+extern void sa_enter_owner(Oid owner, SaUserContext *ctx);
+extern void sa_enter_catalog(SaUserContext *ctx);
+extern void sa_leave(SaUserContext *ctx);
+extern Oid	sa_catalog_owner(void);
+
+/* ---- catalog.c ---- */
+
+/* A stream that should have workers (for the manager). */
+typedef struct SaStreamRef
+{
+	char	   *name;
+	int			parallelism;
+	Oid			owner;
+} SaStreamRef;
+
+/* A partition's offsets row as claimed by a worker. */
+typedef struct SaClaim
+{
+	int64		next_offset;
+	TimestampTz max_event_time; /* DT_NOBEGIN when none */
+	TimestampTz watermark;		/* DT_NOBEGIN when none */
+} SaClaim;
+
+extern SaStream *sa_load_stream(const char *name);
+extern bool sa_catalog_stream_exists(const char *name);
+extern bool sa_catalog_lock_stream(const char *name, bool exclusive);
+extern void sa_catalog_insert_stream(SaStream *st, const char *columns, const char *format,
+									 const char *event_time, const char *on_error);
+extern void sa_catalog_set_state(const char *name, const char *state);
+extern void sa_catalog_set_last_error(const char *name, const char *message);
+extern void sa_catalog_stop_stream(const char *name, const char *message);
+extern bool sa_catalog_has_last_error(const char *name);
+extern void sa_catalog_set_start_from(const char *name, const char *start_from);
+extern void sa_catalog_delete_stream(const char *name);
+extern List *sa_catalog_running_streams(void);
+extern List *sa_catalog_streams_owned_by(Oid role);
+extern List *sa_catalog_stream_owners(void);
+extern void sa_catalog_reassign(Oid from, Oid to);
+extern bool sa_catalog_window_exists(const char *name);
+extern void sa_catalog_insert_window(Datum *values, const char *nulls);
+extern bool sa_catalog_window_lookup(const char *name, char **stream, Oid *result, Oid *state);
+extern void sa_catalog_delete_window(const char *name);
+extern List *sa_catalog_window_names(const char *stream);
+extern uint64 sa_catalog_window_rows(const char *stream);
+extern void sa_catalog_reset_epoch(const char *stream);
+extern void sa_catalog_delete_offsets(const char *stream);
+extern bool sa_catalog_has_offsets(const char *stream);
+extern int64 sa_catalog_next_epoch(void);
+extern bool sa_catalog_claim_partition(const char *stream, int32 partition, int64 epoch,
+									   SaClaim *claim);
+extern void sa_catalog_insert_partition(const char *stream, int32 partition, int64 epoch,
+										int64 next_offset, SaClaim *claim);
+extern uint64 sa_catalog_partition_rows(const char *stream);
+extern int64 sa_catalog_count_epoch(const char *stream, int64 epoch);
+extern TimestampTz sa_catalog_watermark(const char *stream);
 
 /* ---- expr.c ---- */
 extern Node *sa_transform_expr(SaStream *st, Node *raw, const char *what);
 extern List *sa_parse_target_list(const char *text, const char *what);
 extern Node *sa_parse_filter(const char *text);
+extern bool sa_expr_calls_user_code(Node *expr);
 
 /* ---- kafka.c ---- */
 struct rd_kafka_conf_s;
@@ -208,9 +292,12 @@ extern struct rd_kafka_conf_s *sa_kafka_conf(SaStream *st, char *errstr, size_t 
 extern void sa_kafka_conf_destroy(struct rd_kafka_conf_s *conf);
 
 /*
- * Errors that a message's content can cause (bad values, overflows, a
- * function raising on them, a value too large to store); anything else
- * (cancel, out of memory, a broken server) is not the message's fault.
+ * Errors that one message's content can cause when it is written: a bad
+ * value (class 22), a constraint it breaks (23), a value too large for an
+ * index (54000).  Anything else - no privilege, an object gone, a lock
+ * timeout, out of memory, a trigger's own error, a cancel - is not the
+ * message's fault: the batch fails, nothing is committed and the stream
+ * retries with back-off.
  */
 static inline bool
 sa_is_data_error(int sqlerrcode)
@@ -219,12 +306,23 @@ sa_is_data_error(int sqlerrcode)
 
 	return category == ERRCODE_DATA_EXCEPTION ||
 		category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-		category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
-		category == ERRCODE_PLPGSQL_ERROR ||
-		category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION;
+		sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+/*
+ * Errors of a window's expressions on one message: data errors, and an
+ * exception the owner's own function raised for these values (class P0;
+ * such functions run in a subtransaction per message).
+ */
+static inline bool
+sa_is_expression_error(int sqlerrcode)
+{
+	return sa_is_data_error(sqlerrcode) ||
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_PLPGSQL_ERROR;
 }
 
 /* ---- api.c ---- */
 extern bool sa_is_owner(Oid owner);
+extern void sa_drop_stream_internal(const char *name, bool cascade);
 
 #endif							/* PG_STREAMAGG_H */

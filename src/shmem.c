@@ -17,7 +17,9 @@
 
 #include "access/xact.h"
 #include "compat.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -162,7 +164,7 @@ sa_worker_slot_release(int code, Datum arg)
  * (database, stream, index): two workers never run the same share.
  */
 SaWorkerSlot *
-sa_worker_slot_acquire(Oid dboid, const char *stream, int index)
+sa_worker_slot_acquire(Oid dboid, const char *stream, int index, Oid owner)
 {
 	SaWorkerSlot *mine = NULL;
 
@@ -196,6 +198,7 @@ sa_worker_slot_acquire(Oid dboid, const char *stream, int index)
 	mine->pid = MyProcPid;
 	mine->dboid = dboid;
 	mine->index = index;
+	mine->owner = owner;
 	strlcpy(mine->stream, stream, SA_NAME_LEN);
 	mine->started_at = GetCurrentTimestamp();
 	mine->watermark = DT_NOBEGIN;
@@ -259,6 +262,60 @@ sa_stop_database_workers(Oid dboid)
 	}
 }
 
+/*
+ * The roles that own streams in a database, published by its manager
+ * each time it reads the catalog, so that DROP ROLE run in another
+ * database can refuse to orphan them.
+ */
+void
+sa_publish_owners(Oid dboid, List *roles)
+{
+	ListCell   *lc;
+
+	LWLockAcquire(sa_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < SA_MAX_OWNERS; i++)
+		if (sa_shared->owners[i].dboid == dboid)
+			sa_shared->owners[i].dboid = InvalidOid;
+	foreach(lc, roles)
+	{
+		for (int i = 0; i < SA_MAX_OWNERS; i++)
+			if (sa_shared->owners[i].dboid == InvalidOid)
+			{
+				sa_shared->owners[i].dboid = dboid;
+				sa_shared->owners[i].role = lfirst_oid(lc);
+				break;
+			}
+	}
+	LWLockRelease(sa_lock);
+}
+
+/*
+ * A database other than except_db where the role owns streams, or NULL.
+ * Entries of databases dropped since are ignored.
+ */
+char *
+sa_owner_elsewhere(Oid role, Oid except_db)
+{
+	Oid			dbs[SA_MAX_OWNERS];
+	int			n = 0;
+
+	LWLockAcquire(sa_lock, LW_SHARED);
+	for (int i = 0; i < SA_MAX_OWNERS; i++)
+		if (sa_shared->owners[i].dboid != InvalidOid &&
+			sa_shared->owners[i].dboid != except_db &&
+			sa_shared->owners[i].role == role)
+			dbs[n++] = sa_shared->owners[i].dboid;
+	LWLockRelease(sa_lock);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *name = get_database_name(dbs[i]);
+
+		if (name)
+			return name;
+	}
+	return NULL;
+}
+
 PG_FUNCTION_INFO_V1(sa_request_manager);
 
 /* SQL: streamagg._request_manager() — start serving this database. */
@@ -288,7 +345,8 @@ sa_live_partitions(PG_FUNCTION_ARGS)
 	{
 		SaWorkerSlot *slot = &sa_shared->workers[i];
 
-		if (slot->pid == 0 || slot->dboid != MyDatabaseId)
+		if (slot->pid == 0 || slot->dboid != MyDatabaseId ||
+			!has_privs_of_role(GetUserId(), slot->owner))
 			continue;
 		for (int p = 0; p < slot->nparts; p++)
 		{
@@ -330,7 +388,8 @@ sa_live_workers(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5] = {0};
 
-		if (slot->pid == 0 || slot->dboid != MyDatabaseId)
+		if (slot->pid == 0 || slot->dboid != MyDatabaseId ||
+			!has_privs_of_role(GetUserId(), slot->owner))
 			continue;
 		values[0] = CStringGetTextDatum(slot->stream);
 		values[1] = Int32GetDatum(slot->index);

@@ -280,17 +280,37 @@ sa_compile_window(SaStream *st, const char *name, const char *group_by,
 	return w;
 }
 
-/* Build executor state for the expressions (in the current context). */
+/*
+ * Build executor state for the expressions (in the current context).  The
+ * caller acts as the stream's owner: planning folds constants, which runs
+ * functions, and EXECUTE privileges are checked here.
+ */
 void
 sa_window_prepare_exec(SaWindow *w)
 {
+	w->user_code = false;
 	for (int i = 0; i < w->ngroups; i++)
-		w->groups[i].state = ExecInitExpr(expression_planner(w->groups[i].expr), NULL);
+	{
+		Expr	   *e = expression_planner(w->groups[i].expr);
+
+		w->user_code |= sa_expr_calls_user_code((Node *) e);
+		w->groups[i].state = ExecInitExpr(e, NULL);
+	}
 	for (int i = 0; i < w->naggs; i++)
 		if (w->aggs[i].arg)
-			w->aggs[i].argstate = ExecInitExpr(expression_planner(w->aggs[i].arg), NULL);
+		{
+			Expr	   *e = expression_planner(w->aggs[i].arg);
+
+			w->user_code |= sa_expr_calls_user_code((Node *) e);
+			w->aggs[i].argstate = ExecInitExpr(e, NULL);
+		}
 	if (w->filter)
-		w->filterstate = ExecInitExpr(expression_planner(w->filter), NULL);
+	{
+		Expr	   *e = expression_planner(w->filter);
+
+		w->user_code |= sa_expr_calls_user_code((Node *) e);
+		w->filterstate = ExecInitExpr(e, NULL);
+	}
 }
 
 /*
@@ -780,42 +800,41 @@ interval_col(HeapTuple tup, TupleDesc desc, int col, int64 dflt)
 }
 
 static char *
-qualified_relname(Oid relid)
+qualified_relname(Oid relid, const char *window)
 {
 	char	   *rel = get_rel_name(relid);
 
 	if (rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("result table %u of a window no longer exists", relid),
-				 errhint("Drop the window with streamagg.drop_window and create it again.")));
+				 errmsg("a table of window \"%s\" no longer exists", window),
+				 errhint("Drop the window with streamagg.drop_window('%s') and create it again.", window)));
 	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
 }
 
 /*
  * Load and compile every window of a stream (caller connected to SPI, in
- * a transaction).  Allocated in the caller's memory context.
+ * a transaction).  The definitions are read from the catalog; compiling
+ * and planning their expressions runs as the stream's owner.  Allocated
+ * in the caller's memory context.
  */
 List *
 sa_load_windows(SaStream *st)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(st->name)};
 	MemoryContext cxt = CurrentMemoryContext;
 	SPITupleTable *tab;
+	uint64		nrows;
 	List	   *windows = NIL;
+	SaUserContext uctx;
 
-	if (SPI_execute_with_args("SELECT name, kind, result_table::oid, state_table::oid, size, slide, "
-							  "session_gap, group_by, aggregates, filter, allowed_lateness, retention "
-							  "FROM streamagg.windows WHERE stream = $1 ORDER BY created_at, name",
-							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the windows of stream \"%s\"", st->name);
+	nrows = sa_catalog_window_rows(st->name);
 	tab = SPI_tuptable;
-	for (uint64 r = 0; r < SPI_processed; r++)
+	MemoryContextSwitchTo(cxt);
+	sa_enter_owner(st->owner, &uctx);
+	for (uint64 r = 0; r < nrows; r++)
 	{
 		HeapTuple	tup = tab->vals[r];
 		TupleDesc	desc = tab->tupdesc;
-		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
 		SaWindow   *w;
 		bool		isnull;
 		Datum		state;
@@ -824,12 +843,12 @@ sa_load_windows(SaStream *st)
 							  SPI_getvalue(tup, desc, 9), SPI_getvalue(tup, desc, 10));
 		w->kind = kind_from_text(SPI_getvalue(tup, desc, 2));
 		w->result_rel = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-		w->result_name = qualified_relname(w->result_rel);
+		w->result_name = qualified_relname(w->result_rel, w->name);
 		state = SPI_getbinval(tup, desc, 4, &isnull);
 		if (!isnull)
 		{
 			w->state_rel = DatumGetObjectId(state);
-			w->state_name = qualified_relname(w->state_rel);
+			w->state_name = qualified_relname(w->state_rel, w->name);
 		}
 		w->size_us = interval_col(tup, desc, 5, 0);
 		w->slide_us = interval_col(tup, desc, 6, w->size_us);
@@ -838,8 +857,7 @@ sa_load_windows(SaStream *st)
 		w->retention_us = interval_col(tup, desc, 12, -1);
 		sa_window_prepare_exec(w);
 		windows = lappend(windows, w);
-		MemoryContextSwitchTo(spicxt);
 	}
-	MemoryContextSwitchTo(cxt);	/* SPI calls leave us in their own context */
+	sa_leave(&uctx);
 	return windows;
 }

@@ -113,6 +113,8 @@ typedef struct SaWindow
 	int			navg;
 	Expr	   *filter;
 	ExprState  *filterstate;
+	bool		user_code;		/* calls functions that are not built in:
+								 * evaluate in a subtransaction */
 
 	/* the batch: groups in arrival order plus an open-addressing index */
 	SaGroup   **list;

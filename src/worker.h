@@ -96,10 +96,44 @@ typedef struct SaWorker
 	bool		stop_requested; /* on_error = stop met a bad message */
 	char	   *stop_error;
 
+	SaUserContext owner_ctx;	/* the batch acts as the stream's owner */
 	List	   *poison;			/* SaPoison, in TopMemoryContext */
 	bool		fenced;			/* the last commit found the epoch changed */
 	bool		had_error_at_start; /* streams.last_error was set */
 } SaWorker;
+
+/* worker.c */
+extern void sa_handle_interrupts(void);
+extern void sa_begin_xact(void);
+extern void sa_commit_xact(void);
+extern void sa_add_dead_letter(SaWorker *w, const rd_kafka_message_t *msg, const char *window,
+							   const char *reason, const char *error);
+
+/* partitions.c */
+extern SaPartition *sa_find_partition(SaWorker *w, int32 partition);
+extern List *sa_my_partitions(SaWorker *w, List *all);
+extern void sa_claim_partitions(SaWorker *w, List *mine);
+extern void sa_load_other_partitions(SaWorker *w);
+extern void sa_refresh_other_partitions(SaWorker *w);
+extern void sa_publish_partitions(SaWorker *w);
+extern bool sa_epoch_still_ours(SaWorker *w);
+extern bool sa_partitions_changed(SaWorker *w);
+extern void sa_schedule_metadata_check(SaWorker *w);
+
+/* eventtime.c */
+extern char *sa_ts_text(TimestampTz t);
+extern bool sa_event_time(SaWorker *w, int64 *t, char **error);
+extern void sa_update_watermark(SaWorker *w, TimestampTz now);
+extern void sa_notify_closed_windows(SaWorker *w);
+
+/* isolate.c */
+extern int64 sa_careful_until(int32 partition);
+extern void sa_prune_isolation_lists(SaWorker *w);
+extern SaPoison *sa_find_poison(SaWorker *w, const rd_kafka_message_t *msg);
+extern void sa_isolate_batch(SaWorker *w, ErrorData *edata);
+
+/* retention.c */
+extern void sa_run_retention(SaWorker *w);
 
 /* decode.c */
 extern bool sa_decode_message(SaWorker *w, const rd_kafka_message_t *msg, char **error);

@@ -1,0 +1,227 @@
+/*-------------------------------------------------------------------------
+ *
+ * partitions.c
+ *		Which partitions a worker owns, claiming them, and fencing.
+ *
+ * Worker i of a stream with parallelism N owns the topic's partitions p
+ * with p % N == i.  At setup it claims them in streamagg.offsets with a
+ * fresh epoch (creating rows at the stream's start for partitions never
+ * seen); every commit updates only rows that still carry that epoch
+ * (sink.c), so a worker whose partitions were claimed again, or whose
+ * stream's windows changed (the API resets the epoch), fails its commit
+ * and reloads.  Quiet workers look at their epoch once a second.
+ *
+ * The other workers' partitions matter for the watermark: their committed
+ * event times are read at setup, their live ones from shared memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+#define SA_METADATA_INTERVAL_MS 10000
+
+SaPartition *
+sa_find_partition(SaWorker *w, int32 partition)
+{
+	for (int i = 0; i < w->nparts; i++)
+		if (w->parts[i].partition == partition)
+			return &w->parts[i];
+	return NULL;
+}
+
+/* The partitions of `all` that belong to this worker. */
+List *
+sa_my_partitions(SaWorker *w, List *all)
+{
+	List	   *mine = NIL;
+	ListCell   *lc;
+
+	foreach(lc, all)
+		if (lfirst_int(lc) % w->st->parallelism == w->args.index)
+			mine = lappend_int(mine, lfirst_int(lc));
+	return mine;
+}
+
+/*
+ * Claim our partitions: create offsets rows for partitions never seen
+ * (at start_from), then stamp all of ours with a fresh epoch.  Runs in
+ * the caller's transaction.
+ */
+void
+sa_claim_partitions(SaWorker *w, List *mine)
+{
+	ListCell   *lc;
+	int			i = 0;
+	bool		consumed_before;
+
+	w->watermark = DT_NOBEGIN;
+	consumed_before = sa_catalog_has_offsets(w->st->name);
+	w->epoch = sa_catalog_next_epoch();
+	w->nparts = list_length(mine);
+	w->parts = MemoryContextAllocZero(w->config_cxt, sizeof(SaPartition) * Max(w->nparts, 1));
+	foreach(lc, mine)
+	{
+		SaPartition *part = &w->parts[i++];
+		SaClaim		claim;
+
+		part->partition = lfirst_int(lc);
+		if (!sa_catalog_claim_partition(w->st->name, part->partition, w->epoch, &claim))
+		{
+			/*
+			 * A partition that appears after the stream has been consumed
+			 * is read from its beginning, whatever start_from says: its
+			 * messages came after the stream started.
+			 */
+			int64		start = sa_kafka_resolve_start(w, part->partition,
+													   consumed_before ? "earliest" : w->st->start_from);
+
+			sa_catalog_insert_partition(w->st->name, part->partition, w->epoch, start, &claim);
+		}
+		if (claim.watermark > w->watermark)
+			w->watermark = claim.watermark;
+		part->last_message = GetCurrentTimestamp();
+		part->committed = claim.next_offset;
+		part->next_offset = part->committed;
+		part->max_event_time = claim.max_event_time;
+		part->careful_until = sa_careful_until(part->partition);
+	}
+}
+
+/*
+ * The stream's partitions that other workers hold: their committed
+ * largest event time now, their live one (shared memory) later.
+ */
+void
+sa_load_other_partitions(SaWorker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		n = sa_catalog_partition_rows(w->st->name);
+
+	w->others = MemoryContextAllocZero(w->config_cxt, sizeof(SaPartLive) * Max(n, 1));
+	w->nothers = 0;
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+		int32		p = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		met = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull);
+		SaPartLive *o;
+
+		if (sa_find_partition(w, p) != NULL)
+			continue;
+		o = &w->others[w->nothers++];
+		o->partition = p;
+		o->max_event_time = isnull ? DT_NOBEGIN : DatumGetTimestampTz(met);
+		o->last_message = now;
+		o->high_watermark = -1;
+	}
+}
+
+/* Refresh the other workers' partitions from shared memory. */
+void
+sa_refresh_other_partitions(SaWorker *w)
+{
+	if (w->nothers == 0)
+		return;
+	LWLockAcquire(sa_lock, LW_SHARED);
+	for (int i = 0; i < sa_max_workers; i++)
+	{
+		SaWorkerSlot *slot = &sa_shared->workers[i];
+
+		if (slot->pid == 0 || slot->pid == MyProcPid || slot->dboid != MyDatabaseId ||
+			strcmp(slot->stream, w->st->name) != 0)
+			continue;
+		for (int p = 0; p < slot->nparts; p++)
+			for (int o = 0; o < w->nothers; o++)
+				if (w->others[o].partition == slot->parts[p].partition)
+				{
+					if (slot->parts[p].max_event_time > w->others[o].max_event_time)
+						w->others[o].max_event_time = slot->parts[p].max_event_time;
+					if (slot->parts[p].last_message > w->others[o].last_message)
+						w->others[o].last_message = slot->parts[p].last_message;
+					w->others[o].committed = slot->parts[p].committed;
+					w->others[o].high_watermark = slot->parts[p].high_watermark;
+				}
+	}
+	LWLockRelease(sa_lock);
+}
+
+/* Give every partition its entry in our shared-memory slot. */
+void
+sa_publish_partitions(SaWorker *w)
+{
+	LWLockAcquire(sa_lock, LW_EXCLUSIVE);
+	w->slot->nparts = Min(w->nparts, SA_MAX_PARTS_PER_WORKER);
+	for (int i = 0; i < w->nparts; i++)
+	{
+		SaPartLive *live = &w->slot->parts[Min(i, SA_MAX_PARTS_PER_WORKER - 1)];
+
+		live->partition = w->parts[i].partition;
+		live->committed = w->parts[i].committed;
+		live->high_watermark = -1;
+		live->max_event_time = w->parts[i].max_event_time;
+		live->last_message = 0;
+		w->parts[i].live = live;
+	}
+	LWLockRelease(sa_lock);
+}
+
+/* Do all our offsets rows still carry our epoch? (own transaction) */
+bool
+sa_epoch_still_ours(SaWorker *w)
+{
+	bool		ours;
+
+	sa_begin_xact();
+	ours = sa_catalog_count_epoch(w->st->name, w->epoch) == w->nparts;
+	sa_commit_xact();
+	if (!ours)
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\" was changed or reset; reloading", w->st->name)));
+	return ours;
+}
+
+/* New partitions of the topic that belong to us mean a reload. */
+bool
+sa_partitions_changed(SaWorker *w)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int nmine = -1;
+	bool		changed;
+
+	if (GetCurrentTimestamp() < w->next_metadata_check)
+		return false;
+	sa_schedule_metadata_check(w);
+	PG_TRY();
+	{
+		List	   *all = sa_kafka_partitions(w);
+		List	   *mine = sa_my_partitions(w, all);
+
+		nmine = list_length(mine);
+		list_free(mine);
+		list_free(all);
+	}
+	PG_CATCH();
+	{
+		/* brokers unreachable: librdkafka keeps retrying; look again later */
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	changed = nmine > w->nparts;
+	if (changed)
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\": topic \"%s\" has new partitions; reloading",
+						w->st->name, w->st->topic)));
+	return changed;
+}
+
+void
+sa_schedule_metadata_check(SaWorker *w)
+{
+	w->next_metadata_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 SA_METADATA_INTERVAL_MS);
+}
