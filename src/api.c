@@ -177,8 +177,9 @@ check_stream(SaStream *st, const char *columns, const char *event_time)
 						st->parallelism, sa_max_workers_per_stream),
 				 errhint("Ask a superuser to raise streamagg.max_workers_per_stream, or use fewer workers.")));
 	check_start_from(st->start_from, "start_from");
-	sa_apply_stream_options(st, true);
+	/* who may set what, before librdkafka reads (or loads) anything */
 	sa_check_option_rights(st);
+	sa_apply_stream_options(st, true);
 }
 
 Datum

@@ -458,7 +458,8 @@ write_batch(SaWorker *w)
 	sa_leave(&uctx);
 	sa_sink_dead_letters(w);
 	sa_notify_closed_windows(w);
-	if (w->had_error_at_start)
+	/* the cause of the last failure is gone once messages are written again */
+	if (w->had_error_at_start && w->batch_count > 0)
 		sa_catalog_set_last_error(w->st->name, NULL);
 	SPI_finish();
 }
@@ -513,7 +514,8 @@ commit_batch(SaWorker *w)
 			w->windows[i]->final_until = w->windows[i]->pending_until;
 		w->committed_watermark = w->watermark;
 		w->last_commit = GetCurrentTimestamp();
-		w->had_error_at_start = false;
+		if (w->batch_count > 0)
+			w->had_error_at_start = false;
 		pgstat_report_stat(false);
 		sa_kafka_update_watermarks(w);
 	}
