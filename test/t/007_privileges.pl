@@ -278,6 +278,27 @@ is($node->safe_psql('postgres',
 	'0', 'no function or operator of hers ever ran as another role');
 is(is_superuser('attacker'), 'f', 'still not superuser');
 
+# her own function raising for one message's value: that message is a
+# dead letter of that window (evaluated in a subtransaction), its
+# neighbours count
+($ret, $out, $err) = as_role('attacker', q{
+	CREATE FUNCTION evil.picky(text) RETURNS text LANGUAGE plpgsql AS
+	  $$ BEGIN
+	       PERFORM pg_catalog.count(*) FROM pg_catalog.pg_class;   -- runs SQL
+	       IF $1 = 'bad' THEN RAISE EXCEPTION 'picky refuses %', $1; END IF;
+	       RETURN $1;
+	     END $$;
+	SELECT streamagg.create_window('evil.w4', 'a3', group_by => 'evil.picky(x) AS k');});
+is($ret, 0, 'a window over a function that runs SQL is accepted') or diag $err;
+produce('priv_attack', [ map { { partition => 0, payload => qq({"x": "$_"}) } } qw(p1 bad p3) ]);
+ok(wait_for($node, "SELECT coalesce(sum(count), 0) FROM evil.w3", '28', 60),
+	'the other window counts all three');
+ok(wait_for($node, "SELECT string_agg(k, ',' ORDER BY k) FROM evil.w4", 'p1,p3', 30),
+	'the window with the picky function counts the two it accepts');
+is($node->safe_psql('postgres', "SELECT window_name || ': ' || error FROM streamagg.dead_letters "
+		  . "WHERE stream = 'a3' AND reason = 'decode'"),
+	'evil.w4: picky refuses bad', 'the refused message is a dead letter of that window, in words');
+
 # a result table in another role's schema
 refused('attacker', "SELECT streamagg.create_window('app.stolen', 'a3', size => '1 minute')",
 	qr/permission denied for schema app/, 'a window table cannot go into a schema the owner cannot create in');
