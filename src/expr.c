@@ -78,7 +78,8 @@ Node *
 sa_transform_expr(SaStream *st, Node *raw, const char *what)
 {
 	ParseState *pstate = make_parsestate(NULL);
-	Node	   *expr;
+	MemoryContext cxt = CurrentMemoryContext;
+	Node	   *volatile expr = NULL;
 
 	/* before analysis, which would look up the subquery's tables */
 	if (has_sublink_walker(raw, NULL))
@@ -89,8 +90,29 @@ sa_transform_expr(SaStream *st, Node *raw, const char *what)
 	pstate->p_ref_hook_state = st;
 	pstate->p_expr_kind = EXPR_KIND_SELECT_TARGET;
 
-	expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
-	assign_expr_collations(pstate, expr);
+	PG_TRY();
+	{
+		expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
+		assign_expr_collations(pstate, expr);
+	}
+	PG_CATCH();
+	{
+		MemoryContext ecxt = MemoryContextSwitchTo(cxt);
+		ErrorData  *edata = CopyErrorData();
+
+		/* say why a function the caller sees in her search_path is not found */
+		if (edata->sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
+			edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+		{
+			FlushErrorState();
+			edata->detail = pstrdup("Stream expressions are resolved with search_path = pg_catalog, pg_temp, at create time and in the workers.");
+			edata->hint = pstrdup("Qualify functions, types and operators of other schemas, for example myschema.f(x) or x OPERATOR(myschema.=) y.");
+			ReThrowError(edata);
+		}
+		MemoryContextSwitchTo(ecxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (pstate->p_hasSubLinks)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
