@@ -18,7 +18,8 @@ CREATE TABLE streamagg.streams (
     columns      text NOT NULL,
     format       text NOT NULL CHECK (format IN ('json', 'csv', 'text')),
     event_time   text,
-    start_from   text NOT NULL,
+    start_from   text NOT NULL,  -- as given at create time (times in UTC)
+    restart_from text,           -- the last reset_offsets, if any
     parallelism  int  NOT NULL CHECK (parallelism BETWEEN 1 AND 256),
     on_error     text NOT NULL CHECK (on_error IN ('dead_letter', 'skip', 'stop')),
     options      jsonb NOT NULL DEFAULT '{}',
@@ -94,7 +95,7 @@ SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
 REVOKE ALL ON streamagg.streams, streamagg.windows, streamagg.offsets,
               streamagg.dead_letters FROM PUBLIC;
 GRANT SELECT (name, topic, brokers, columns, format, event_time, start_from,
-              parallelism, on_error, owner, state, last_error, created_at)
+              restart_from, parallelism, on_error, owner, state, last_error, created_at)
     ON streamagg.streams TO PUBLIC;
 GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters TO PUBLIC;
 
@@ -136,10 +137,22 @@ AS 'MODULE_PATHNAME', 'sa_request_manager' LANGUAGE C;
 -- The committed watermark of a stream: the smallest of its workers'
 -- watermarks at their last commit.  A window row is final once
 -- window_end + allowed_lateness <= this.
+-- A stream the caller cannot see is an error, as in the other functions.
+CREATE FUNCTION streamagg._no_watermark(stream text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$ BEGIN
+     IF NOT EXISTS (SELECT 1 FROM streamagg.streams s WHERE s.name = stream) THEN
+       RAISE EXCEPTION 'stream "%" does not exist', stream USING ERRCODE = 'undefined_object';
+     END IF;
+     RETURN NULL;
+   END $$;
+
 CREATE FUNCTION streamagg.watermark(stream text) RETURNS timestamptz
 LANGUAGE sql STABLE AS
-$$ SELECT pg_catalog.min(o.watermark) FROM streamagg.offsets o
-   WHERE o.stream OPERATOR(pg_catalog.=) $1 $$;
+$$ SELECT COALESCE(
+       (SELECT pg_catalog.min(o.watermark) FROM streamagg.offsets o
+        WHERE o.stream OPERATOR(pg_catalog.=) $1),
+       streamagg._no_watermark($1)) $$;
 
 -- One row per partition: committed offset, Kafka's high watermark, lag
 -- (NULL when unknown: no live worker has asked Kafka) and the largest
@@ -235,7 +248,8 @@ CREATE FUNCTION streamagg.resume(stream text) RETURNS void
 AS 'MODULE_PATHNAME', 'sa_resume' LANGUAGE C;
 
 -- "to" is a reserved word in SQL: in named notation write "to" => ...
-CREATE FUNCTION streamagg.reset_offsets(stream text, "to" text DEFAULT 'earliest')
+CREATE FUNCTION streamagg.reset_offsets(stream text, "to" text DEFAULT 'earliest',
+                                        replay boolean DEFAULT false)
 RETURNS void AS 'MODULE_PATHNAME', 'sa_reset_offsets' LANGUAGE C;
 
 CREATE FUNCTION streamagg.stream_options(name text) RETURNS jsonb

@@ -177,6 +177,32 @@ SELECT streamagg.drop_stream('others');
 SELECT count(*) FROM streamagg.streams WHERE name = 'others';
 RESET ROLE;
 
+-- Arguments Kafka or the stream cannot use are refused at create time.
+SELECT streamagg.create_stream('v', 'bad topic!', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('v', '..', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('v', 't', 'localhost', 'x int');
+SELECT streamagg.create_stream('v', 't', 'h1:9092,:9092', 'x int');
+SELECT streamagg.create_stream('v', 't', 'h1:99999', 'x int');
+SELECT streamagg.create_stream('v', 't', 'h1:9092, [::1]:9093,SSL://h2:9094', 'x int');
+SELECT streamagg.drop_stream('v');
+SELECT streamagg.create_stream('v', 't', '127.0.0.1:9', 'x int PATH ''$.a.x''', format => 'csv');
+SELECT streamagg.create_stream('v', 't', '127.0.0.1:9', 'x int',
+    options => '{"streamagg.csv_delimiter": ";"}');
+SELECT streamagg.create_stream('v', 't', '127.0.0.1:9', 'x int', start_from => 'infinity');
+-- Arguments are checked before the name: a bad call says what is wrong with it.
+SELECT streamagg.create_stream('access', 't', '127.0.0.1:9', 'x nosuchtype');
+-- 'now' and local times are stored as the UTC instant they meant.
+SET TimeZone = 'Europe/Paris';
+SELECT streamagg.create_stream('v', 't', '127.0.0.1:9', 'x int', start_from => '2024-06-01 14:00');
+SELECT start_from FROM streamagg.streams WHERE name = 'v';
+SELECT streamagg.create_stream('v2', 't', '127.0.0.1:9', 'x int', start_from => 'now');
+SELECT start_from::timestamptz BETWEEN now() - interval '1 minute' AND now() + interval '1 minute'
+  FROM streamagg.streams WHERE name = 'v2';
+RESET TimeZone;
+SELECT streamagg.drop_stream('v');
+SELECT streamagg.drop_stream('v2');
+SELECT streamagg.watermark('nosuch');
+
 -- Clean up.
 SELECT streamagg.drop_stream(name) FROM streamagg.streams ORDER BY name;
 SELECT count(*) FROM streamagg.streams;

@@ -214,16 +214,16 @@ SELECT streamagg.drop_window('dropped_by_hand');
 
 -- pause, resume, reset_offsets.
 SELECT streamagg.pause('access');
-SELECT name, state, start_from FROM streamagg.streams;
+SELECT name, state, start_from, restart_from FROM streamagg.streams;
 SELECT streamagg.pause('access');
 SELECT streamagg.resume('access');
-SELECT name, state, start_from FROM streamagg.streams;
+SELECT name, state, start_from, restart_from FROM streamagg.streams;
 SELECT streamagg.reset_offsets('access', "to" => 'latest');
-SELECT name, state, start_from FROM streamagg.streams;
+SELECT name, state, start_from, restart_from FROM streamagg.streams;
 SELECT streamagg.reset_offsets('access', '2024-06-01 12:00:00+00');
-SELECT name, state, start_from FROM streamagg.streams;
+SELECT name, state, start_from, restart_from FROM streamagg.streams;
 SELECT streamagg.reset_offsets('access');
-SELECT name, state, start_from FROM streamagg.streams;
+SELECT name, state, start_from, restart_from FROM streamagg.streams;
 SELECT count(*) FROM streamagg.offsets WHERE stream = 'access';
 SELECT streamagg.reset_offsets('access', "to" => 'yesterday-ish');
 SELECT streamagg.reset_offsets('access', NULL);

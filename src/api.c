@@ -26,6 +26,8 @@
  */
 #include "window.h"
 
+#include <ctype.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -35,6 +37,8 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
@@ -112,17 +116,25 @@ owned_stream(const char *name)
 	return st;
 }
 
-static void
-check_start_from(const char *start_from, const char *what)
+/*
+ * 'earliest', 'latest', or a point in time, stored as ISO 8601 in UTC so
+ * that 'now' or '2024-05-01 12:00' mean what they meant when given,
+ * whatever the TimeZone of the worker that reads it later.
+ */
+static char *
+normalize_start(const char *start_from, const char *what)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum ts = (Datum) 0;
+	int			utc = 0;
+	char		buf[MAXDATELEN + 1];
 
 	if (strcmp(start_from, "earliest") == 0 || strcmp(start_from, "latest") == 0)
-		return;
+		return pstrdup(start_from);
 	PG_TRY();
 	{
-		(void) DirectFunctionCall3(timestamptz_in, CStringGetDatum(start_from),
-								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		ts = DirectFunctionCall3(timestamptz_in, CStringGetDatum(start_from),
+								 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 	}
 	PG_CATCH();
 	{
@@ -134,6 +146,64 @@ check_start_from(const char *start_from, const char *what)
 				 errhint("Use 'earliest', 'latest' or a timestamp such as '2024-05-01 12:00+00'.")));
 	}
 	PG_END_TRY();
+	if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(ts)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s \"%s\"", what, start_from),
+				 errhint("Use 'earliest' or 'latest' instead of an infinite time.")));
+	return pstrdup(JsonEncodeDateTime(buf, ts, TIMESTAMPTZOID, &utc));
+}
+
+/* A topic name Kafka can have: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
+static void
+check_topic(const char *topic)
+{
+	size_t		len = strlen(topic);
+
+	for (const char *p = topic; *p; p++)
+		if (!isalnum((unsigned char) *p) && *p != '.' && *p != '_' && *p != '-')
+			len = 0;
+	if (len == 0 || len > 249 || strcmp(topic, ".") == 0 || strcmp(topic, "..") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid topic name \"%s\"", topic),
+				 errdetail("Kafka topic names have 1 to 249 characters among letters, digits, '.', '_' and '-', and are not \".\" or \"..\".")));
+}
+
+/* brokers: a comma list of host:port (IPv6 hosts in brackets). */
+static void
+check_brokers(const char *brokers)
+{
+	char	   *copy = pstrdup(brokers);
+	char	   *save = NULL;
+	bool		any = false;
+
+	for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save))
+	{
+		char	   *host = item;
+		char	   *colon;
+		char	   *end;
+		long		port;
+
+		while (isspace((unsigned char) *host))
+			host++;
+		if (strstr(host, "://"))
+			host = strstr(host, "://") + 3;
+		colon = strrchr(host, ':');
+		port = colon ? strtol(colon + 1, &end, 10) : 0;
+		if (colon == NULL || colon == host || port < 1 || port > 65535 ||
+			(*end != '\0' && !isspace((unsigned char) *end)) ||
+			(host[0] == '[' && colon[-1] != ']'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid broker \"%s\" in brokers", item),
+					 errhint("brokers is a comma list of host:port, for example 'kafka1:9092,kafka2:9092'.")));
+		any = true;
+	}
+	if (!any)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("brokers must not be empty")));
 }
 
 /* Check a stream definition as fully as can be done without Kafka. */
@@ -176,10 +246,29 @@ check_stream(SaStream *st, const char *columns, const char *event_time)
 				 errmsg("parallelism %d is more than streamagg.max_workers_per_stream (%d)",
 						st->parallelism, sa_max_workers_per_stream),
 				 errhint("Ask a superuser to raise streamagg.max_workers_per_stream, or use fewer workers.")));
-	check_start_from(st->start_from, "start_from");
+	st->start_from = normalize_start(st->start_from, "start_from");
+	check_topic(st->topic);
+	check_brokers(st->brokers);
+	if (st->format == SA_FORMAT_JSON && st->ncols > SA_JSON_MAX_COLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a JSON stream may declare at most %d columns, not %d",
+						SA_JSON_MAX_COLUMNS, st->ncols),
+				 errhint("Declare only the keys the windows use.")));
+	for (int i = 0; i < st->ncols; i++)
+		if (st->cols[i].has_path && st->format != SA_FORMAT_JSON)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("PATH is for JSON streams, not format '%s'",
+							st->format == SA_FORMAT_CSV ? "csv" : "text"),
+					 errdetail("Column \"%s\" has a PATH.", st->cols[i].name)));
 	/* who may set what, before librdkafka reads (or loads) anything */
 	sa_check_option_rights(st);
 	sa_apply_stream_options(st, true);
+	if (st->csv_options && st->format != SA_FORMAT_CSV)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options streamagg.csv_delimiter and streamagg.csv_quote are for format 'csv'")));
 }
 
 Datum
@@ -219,10 +308,6 @@ sa_create_stream(PG_FUNCTION_ARGS)
 		event_time = NULL;
 
 	SPI_connect();
-	if (sa_catalog_stream_exists(st->name))
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("stream \"%s\" already exists", st->name)));
 	{
 		SaUserContext uctx;
 
@@ -230,6 +315,10 @@ sa_create_stream(PG_FUNCTION_ARGS)
 		check_stream(st, columns, event_time);
 		sa_leave(&uctx);
 	}
+	if (sa_catalog_stream_exists(st->name))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("stream \"%s\" already exists", st->name)));
 	sa_catalog_insert_stream(st, columns, format, event_time, on_error);
 	SPI_finish();
 	sa_wake_manager_at_commit();
@@ -278,7 +367,12 @@ set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
 	if (w->slide_us > 0 && (w->size_us % w->slide_us != 0 || w->size_us / w->slide_us > 1000))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("size must be a multiple of slide, at most 1000 times it")));
+				 errmsg("size (%s) must be a multiple of slide (%s), at most 1000 times it",
+						DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(2))),
+						DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(3)))),
+				 errdetail("Each row of a hopping window belongs to size / slide windows%s.",
+						   w->size_us % w->slide_us != 0 ? "; that number must be whole" : ", and 1000 is the most"),
+				 errhint("For example size => '1 hour', slide => '1 minute' (60 windows per row).")));
 
 	if (w->gap_us > 0)
 		w->kind = SA_WIN_SESSION;
@@ -426,11 +520,11 @@ interval_arg(FunctionCallInfo fcinfo, int n, char *null)
 
 /*
  * Compile the window as its stream's owner - parse, analyze and plan its
- * expressions exactly as a worker will - and create its tables.
+ * expressions exactly as a worker will - and check its timing.
  */
 static SaWindow *
-build_window(SaStream *st, const char *name, RangeVar *rv, FunctionCallInfo fcinfo,
-			 const char *group_by, const char *aggregates, const char *filter)
+compile_window(SaStream *st, const char *name, FunctionCallInfo fcinfo,
+			   const char *group_by, const char *aggregates, const char *filter)
 {
 	SaUserContext uctx;
 	SaWindow   *w;
@@ -439,17 +533,27 @@ build_window(SaStream *st, const char *name, RangeVar *rv, FunctionCallInfo fcin
 	w = sa_compile_window(st, name, group_by, aggregates, filter);
 	set_window_timing(w, fcinfo);
 	sa_window_prepare_exec(w);
+	sa_leave(&uctx);
 	w->stream_name = st->name;
 	w->lateness_datum = PG_ARGISNULL(7) ? DirectFunctionCall3(interval_in, CStringGetDatum("0"),
 															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1))
 		: PG_GETARG_DATUM(7);
+	return w;
+}
+
+/* Create the window's tables as the stream's owner. */
+static void
+create_window_tables(SaStream *st, SaWindow *w, RangeVar *rv)
+{
+	SaUserContext uctx;
+
+	sa_enter_owner(st->owner, &uctx);
 	if (w->kind != SA_WIN_GLOBAL)
 		check_free_name(rv, final_view_name(rv->relname), "view of final rows");
 	if (w->navg > 0)
 		check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
 	create_tables(w, rv);
 	sa_leave(&uctx);
-	return w;
 }
 
 Datum
@@ -470,6 +574,9 @@ sa_create_window(PG_FUNCTION_ARGS)
 	SPI_connect();
 	st = owned_stream(stream);
 	name = normalize_window_name(name, &rv);
+	w = compile_window(st, name, fcinfo, group_by, aggregates, filter);
+
+	/* the arguments are right; now, is the name free? */
 	if (sa_catalog_window_exists(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -482,8 +589,7 @@ sa_create_window(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_TABLE),
 				 errmsg("relation \"%s\" already exists", name),
 				 errhint("The window's name is the name of its result table; choose another name.")));
-
-	w = build_window(st, name, rv, fcinfo, group_by, aggregates, filter);
+	create_window_tables(st, w, rv);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(stream);
@@ -622,25 +728,63 @@ sa_resume(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Empty a window's result and state tables, as the stream's owner. */
+static void
+empty_window_tables(SaStream *st, const char *window)
+{
+	char	   *stream;
+	Oid			result;
+	Oid			state;
+	SaUserContext uctx;
+
+	if (!sa_catalog_window_lookup(window, &stream, &result, &state))
+		return;
+	sa_enter_owner(st->owner, &uctx);
+	if (get_rel_name(result) != NULL)
+		SPI_execute(psprintf("DELETE FROM %s",
+							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(result)),
+														get_rel_name(result))), false, 0);
+	if (OidIsValid(state) && get_rel_name(state) != NULL)
+		SPI_execute(psprintf("DELETE FROM %s",
+							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(state)),
+														get_rel_name(state))), false, 0);
+	sa_leave(&uctx);
+}
+
 /*
- * Start a stream again from 'earliest', 'latest' or a time.  The offsets
- * rows (and their counters) are removed and start_from is set: running
- * workers find their rows gone at their next commit, reload, and claim
- * the partitions afresh from the new start.  Window tables are left as
- * they are.
+ * Start a stream again from 'earliest', 'latest' or a time: a rebuild.
+ * In this one transaction the offsets rows go (with their counters and
+ * the watermark), and so do the rows of the stream's windows and its dead
+ * letters, so that afterwards every table again equals the GROUP BY over
+ * the messages from the new position.  With replay => true the window
+ * rows and dead letters stay and the messages are aggregated into them
+ * once more (the caller asked for it).  start_from stays as given; the
+ * new position is kept in restart_from.  Running workers find their
+ * offsets rows gone at their next commit and reload.
  */
 Datum
 sa_reset_offsets(PG_FUNCTION_ARGS)
 {
 	char	   *name = arg_text(fcinfo, 0, "stream");
 	char	   *to = arg_text(fcinfo, 1, "\"to\"");
+	bool		replay = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	SaStream   *st;
+	ListCell   *lc;
 
-	check_start_from(to, "\"to\"");
+	to = normalize_start(to, "\"to\"");
 	SPI_connect();
-	(void) owned_stream(name);
-	sa_catalog_set_start_from(name, to);
+	st = owned_stream(name);
+	/* offsets first: a worker committing now finishes before we go on */
 	sa_catalog_delete_offsets(name);
+	sa_catalog_set_restart_from(name, to);
+	if (!replay)
+	{
+		foreach(lc, sa_catalog_window_names(name))
+			empty_window_tables(st, lfirst(lc));
+		sa_catalog_delete_dead_letters(name);
+	}
 	SPI_finish();
+	sa_wake_manager_at_commit();
 	PG_RETURN_VOID();
 }
 

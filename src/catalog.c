@@ -95,7 +95,8 @@ sa_load_stream(const char *name)
 	char	   *columns;
 	char	   *event_time;
 
-	if (run_name("SELECT topic, brokers, columns, format, event_time, start_from, "
+	if (run_name("SELECT topic, brokers, columns, format, event_time, "
+				 "COALESCE(restart_from, start_from), "
 				 "parallelism, on_error, options, owner::oid "
 				 "FROM streamagg.streams WHERE name = $1", name, true, SPI_OK_SELECT) != 1)
 		ereport(ERROR,
@@ -191,14 +192,21 @@ sa_catalog_has_last_error(const char *name)
 					name, true, SPI_OK_SELECT) > 0;
 }
 
+/* reset_offsets: where the stream starts again (start_from stays as given). */
 void
-sa_catalog_set_start_from(const char *name, const char *start_from)
+sa_catalog_set_restart_from(const char *name, const char *restart_from)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(start_from)};
+	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(restart_from)};
 
-	run("UPDATE streamagg.streams SET start_from = $2 WHERE name = $1",
+	run("UPDATE streamagg.streams SET restart_from = $2 WHERE name = $1",
 		2, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+void
+sa_catalog_delete_dead_letters(const char *stream)
+{
+	run_name("DELETE FROM streamagg.dead_letters WHERE stream = $1", stream, false, SPI_OK_DELETE);
 }
 
 /* A stream's offsets, dead letters and definition (its windows are gone). */
@@ -206,7 +214,7 @@ void
 sa_catalog_delete_stream(const char *name)
 {
 	run_name("DELETE FROM streamagg.offsets WHERE stream = $1", name, false, SPI_OK_DELETE);
-	run_name("DELETE FROM streamagg.dead_letters WHERE stream = $1", name, false, SPI_OK_DELETE);
+	sa_catalog_delete_dead_letters(name);
 	run_name("DELETE FROM streamagg.streams WHERE name = $1", name, false, SPI_OK_DELETE);
 }
 
@@ -443,6 +451,21 @@ sa_catalog_insert_partition(const char *stream, int32 partition, int64 epoch,
 		"VALUES ($1, $2, $3, $4) RETURNING next_offset, max_event_time, watermark",
 		4, types, values, NULL, false, SPI_OK_INSERT_RETURNING);
 	read_claim(claim);
+}
+
+/*
+ * Place a partition at the start of a stream (or of a reset) for
+ * whichever worker will own it; a row already there stays.
+ */
+void
+sa_catalog_place_partition(const char *stream, int32 partition, int64 next_offset)
+{
+	Oid			types[3] = {TEXTOID, INT4OID, INT8OID};
+	Datum		values[3] = {TEXT_ARG(stream), Int32GetDatum(partition), Int64GetDatum(next_offset)};
+
+	run("INSERT INTO streamagg.offsets (stream, partition, epoch, next_offset) "
+		"VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+		3, types, values, NULL, false, SPI_OK_INSERT);
 }
 
 /*

@@ -27,6 +27,36 @@
 #include "parser/parse_node.h"
 #include "compat.h"
 
+/*
+ * The text the last parse_one_select parsed ("SELECT <user text>"): error
+ * positions point into it, and errors show it as their internal query, so
+ * that the caret falls inside what the user wrote rather than somewhere in
+ * the create_window call.
+ */
+static char *parse_source = NULL;
+
+/* Re-throw the current error with its position moved into parse_source. */
+static void
+rethrow_in_source(MemoryContext cxt, const char *detail, const char *hint)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	if (edata->cursorpos > 0 && parse_source)
+	{
+		edata->internalpos = edata->cursorpos;
+		edata->internalquery = pstrdup(parse_source);
+		edata->cursorpos = 0;
+	}
+	if (detail && edata->detail == NULL)
+		edata->detail = pstrdup(detail);
+	if (hint)
+		edata->hint = pstrdup(hint);
+	ReThrowError(edata);
+}
+
 static Node *
 sa_columnref_hook(ParseState *pstate, ColumnRef *cref)
 {
@@ -90,6 +120,7 @@ sa_transform_expr(SaStream *st, Node *raw, const char *what)
 	pstate->p_ref_hook_state = st;
 	pstate->p_expr_kind = EXPR_KIND_SELECT_TARGET;
 
+	pstate->p_sourcetext = parse_source;
 	PG_TRY();
 	{
 		expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
@@ -97,20 +128,14 @@ sa_transform_expr(SaStream *st, Node *raw, const char *what)
 	}
 	PG_CATCH();
 	{
-		MemoryContext ecxt = MemoryContextSwitchTo(cxt);
-		ErrorData  *edata = CopyErrorData();
+		int			code = geterrcode();
 
 		/* say why a function the caller sees in her search_path is not found */
-		if (edata->sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
-			edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
-		{
-			FlushErrorState();
-			edata->detail = pstrdup("Stream expressions are resolved with search_path = pg_catalog, pg_temp, at create time and in the workers.");
-			edata->hint = pstrdup("Qualify functions, types and operators of other schemas, for example myschema.f(x) or x OPERATOR(myschema.=) y.");
-			ReThrowError(edata);
-		}
-		MemoryContextSwitchTo(ecxt);
-		PG_RE_THROW();
+		if (code == ERRCODE_UNDEFINED_FUNCTION || code == ERRCODE_UNDEFINED_OBJECT)
+			rethrow_in_source(cxt,
+							  "Stream expressions are resolved with search_path = pg_catalog, pg_temp, at create time and in the workers.",
+							  "Qualify functions, types and operators of other schemas, for example myschema.f(x) or x OPERATOR(myschema.=) y.");
+		rethrow_in_source(cxt, NULL, NULL);
 	}
 	PG_END_TRY();
 	if (pstate->p_hasSubLinks)
@@ -132,11 +157,23 @@ sa_transform_expr(SaStream *st, Node *raw, const char *what)
 static SelectStmt *
 parse_one_select(const char *sql, const char *what, const char *text)
 {
-	List	   *stmts;
+	List	   *volatile stmts = NIL;
 	RawStmt    *raw;
 	SelectStmt *sel;
+	MemoryContext cxt = CurrentMemoryContext;
 
-	stmts = sa_raw_parser(sql);
+	if (parse_source)
+		pfree(parse_source);
+	parse_source = MemoryContextStrdup(TopMemoryContext, sql);
+	PG_TRY();
+	{
+		stmts = sa_raw_parser(sql);
+	}
+	PG_CATCH();
+	{
+		rethrow_in_source(cxt, NULL, NULL);
+	}
+	PG_END_TRY();
 	if (list_length(stmts) != 1)
 		goto bad;
 	raw = linitial_node(RawStmt, stmts);

@@ -47,21 +47,37 @@ sa_my_partitions(SaWorker *w, List *all)
 }
 
 /*
- * Claim our partitions: create offsets rows for partitions never seen
- * (at start_from), then stamp all of ours with a fresh epoch.  Runs in
- * the caller's transaction.
+ * Claim our partitions with a fresh epoch.  Runs in the caller's
+ * transaction.
+ *
+ * Where a partition starts is decided once per partition and per start
+ * of the stream (its creation, or a reset_offsets): the first worker to
+ * find no offsets rows at all resolves start_from for every partition of
+ * the topic and creates their rows, so a worker that starts later - a
+ * worker slot freed late - finds its partitions already placed.  A
+ * partition without a row after that appeared later in Kafka, and is
+ * read from its beginning: its messages all came after the stream
+ * started.
  */
 void
-sa_claim_partitions(SaWorker *w, List *mine)
+sa_claim_partitions(SaWorker *w, List *all, List *mine)
 {
 	ListCell   *lc;
 	int			i = 0;
-	bool		consumed_before;
 
 	w->watermark = DT_NOBEGIN;
-	consumed_before = sa_catalog_has_offsets(w->st->name);
+	if (!sa_catalog_has_offsets(w->st->name))
+		foreach(lc, all)
+			sa_catalog_place_partition(w->st->name, lfirst_int(lc),
+									   sa_kafka_resolve_start(w, lfirst_int(lc), w->st->start_from));
 	w->epoch = sa_catalog_next_epoch();
 	w->nparts = list_length(mine);
+	if (w->nparts > SA_MAX_PARTS_PER_WORKER)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("stream \"%s\" would give worker %d %d partitions; a worker takes at most %d",
+						w->st->name, w->args.index, w->nparts, SA_MAX_PARTS_PER_WORKER),
+				 errhint("Give the stream more parallelism (as a superuser if needed).")));
 	w->parts = MemoryContextAllocZero(w->config_cxt, sizeof(SaPartition) * Max(w->nparts, 1));
 	foreach(lc, mine)
 	{
@@ -70,17 +86,9 @@ sa_claim_partitions(SaWorker *w, List *mine)
 
 		part->partition = lfirst_int(lc);
 		if (!sa_catalog_claim_partition(w->st->name, part->partition, w->epoch, &claim))
-		{
-			/*
-			 * A partition that appears after the stream has been consumed
-			 * is read from its beginning, whatever start_from says: its
-			 * messages came after the stream started.
-			 */
-			int64		start = sa_kafka_resolve_start(w, part->partition,
-													   consumed_before ? "earliest" : w->st->start_from);
-
-			sa_catalog_insert_partition(w->st->name, part->partition, w->epoch, start, &claim);
-		}
+			sa_catalog_insert_partition(w->st->name, part->partition, w->epoch,
+										sa_kafka_resolve_start(w, part->partition, "earliest"),
+										&claim);
 		if (claim.watermark > w->watermark)
 			w->watermark = claim.watermark;
 		part->last_message = GetCurrentTimestamp();

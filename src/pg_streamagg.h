@@ -43,6 +43,7 @@
 /* Limits of the shared-memory tables. */
 #define SA_MAX_DATABASES 64
 #define SA_MAX_PARTS_PER_WORKER 256
+#define SA_JSON_MAX_COLUMNS 64	/* columns a JSON stream may declare */
 #define SA_NAME_LEN NAMEDATALEN
 
 /* ---- guc.c ---- */
@@ -177,6 +178,7 @@ typedef struct SaColumn
 	FmgrInfo	input;			/* the type's input function */
 	bool		is_timestamptz;
 	bool		is_json;		/* json/jsonb: nested values go in as JSON */
+	bool		has_path;		/* declared with PATH (JSON streams only) */
 	int			pathlen;		/* JSON: keys from the top; 1 = top-level */
 	char	  **path;
 	int		   *pathkeylen;		/* strlen of each path key */
@@ -202,6 +204,7 @@ typedef struct SaStream
 	int			batch_time_ms;
 	int			idle_timeout_ms;
 	char	   *kafka_group;	/* streamagg.kafka_group, or NULL */
+	bool		csv_options;	/* streamagg.csv_* given */
 } SaStream;
 
 /* ---- streamdef.c ---- */
@@ -256,7 +259,9 @@ extern void sa_catalog_set_state(const char *name, const char *state);
 extern void sa_catalog_set_last_error(const char *name, const char *message);
 extern void sa_catalog_stop_stream(const char *name, const char *message);
 extern bool sa_catalog_has_last_error(const char *name);
-extern void sa_catalog_set_start_from(const char *name, const char *start_from);
+extern void sa_catalog_set_restart_from(const char *name, const char *restart_from);
+extern void sa_catalog_delete_dead_letters(const char *stream);
+extern void sa_catalog_place_partition(const char *stream, int32 partition, int64 next_offset);
 extern void sa_catalog_delete_stream(const char *name);
 extern List *sa_catalog_running_streams(void);
 extern List *sa_catalog_streams_owned_by(Oid role);

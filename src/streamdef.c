@@ -259,7 +259,10 @@ sa_parse_columns(const char *spec, int *ncols)
 		}
 		init_column(&cols[n], name, typid, typmod);
 		if (path)
+		{
 			cols[n].path = parse_json_path(name, path, &cols[n].pathlen);
+			cols[n].has_path = true;
+		}
 		cols[n].pathkeylen = palloc(sizeof(int) * cols[n].pathlen);
 		for (int k = 0; k < cols[n].pathlen; k++)
 			cols[n].pathkeylen[k] = strlen(cols[n].path[k]);
@@ -417,6 +420,7 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 	st->batch_time_ms = 0;
 	st->idle_timeout_ms = -1;
 	st->kafka_group = NULL;
+	st->csv_options = false;
 
 	foreach(lc, sa_option_list(st->options))
 	{
@@ -425,9 +429,9 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 		char	   *val = strVal(opt->arg);
 
 		if (strcmp(key, "streamagg.csv_delimiter") == 0)
-			st->csv_delimiter = option_char(key, val);
+			st->csv_delimiter = option_char(key, val), st->csv_options = true;
 		else if (strcmp(key, "streamagg.csv_quote") == 0)
-			st->csv_quote = option_char(key, val);
+			st->csv_quote = option_char(key, val), st->csv_options = true;
 		else if (strcmp(key, "streamagg.batch_size") == 0)
 			st->batch_size = option_int(key, val, 1, 10000000);
 		else if (strcmp(key, "streamagg.batch_time") == 0)

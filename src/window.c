@@ -313,6 +313,19 @@ sa_window_prepare_exec(SaWindow *w)
 	}
 }
 
+/* What the last sa_window_eval was evaluating, in words. */
+char *
+sa_window_eval_item(SaWindow *w)
+{
+	if (w->eval_item == -2)
+		return pstrdup("aggregates");
+	if (w->eval_item < 0)
+		return pstrdup("filter");
+	if (w->eval_item < w->ngroups)
+		return psprintf("group_by item \"%s\"", w->groups[w->eval_item].name);
+	return psprintf("aggregate \"%s\"", w->aggs[w->eval_item - w->ngroups].name);
+}
+
 /*
  * Evaluate the window's expressions for the current message (its column
  * values are the econtext's parameters).  Returns false when the filter
@@ -326,7 +339,10 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 	if (w->filterstate)
 	{
 		bool		isnull;
-		Datum		d = ExecEvalExprSwitchContext(w->filterstate, econtext, &isnull);
+		Datum		d;
+
+		w->eval_item = -1;
+		d = ExecEvalExprSwitchContext(w->filterstate, econtext, &isnull);
 
 		if (isnull || !DatumGetBool(d))
 			return false;
@@ -335,6 +351,7 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 	{
 		SaGroupCol *g = &w->groups[i];
 
+		w->eval_item = i;
 		in->keys[i] = ExecEvalExprSwitchContext(g->state, econtext, &in->keynulls[i]);
 		h = hash_combine(h, in->keynulls[i] ? 0x9e3779b9 :
 						 DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation,
@@ -343,12 +360,14 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 	in->keyhash = h;
 	for (int i = 0; i < w->naggs; i++)
 	{
+		w->eval_item = w->ngroups + i;
 		if (w->aggs[i].argstate)
 			in->args[i] = ExecEvalExprSwitchContext(w->aggs[i].argstate, econtext,
 													&in->argnulls[i]);
 		else
 			in->argnulls[i] = false;
 	}
+	w->eval_item = -2;			/* what fails now is folding the values in */
 	return true;
 }
 

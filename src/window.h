@@ -115,6 +115,9 @@ typedef struct SaWindow
 	ExprState  *filterstate;
 	bool		user_code;		/* calls functions that are not built in:
 								 * evaluate in a subtransaction */
+	int			eval_item;		/* what sa_window_eval evaluates now, for
+								 * errors: -1 filter, then groups, then
+								 * aggregate arguments */
 
 	/* the batch: groups in arrival order plus an open-addressing index */
 	SaGroup   **list;
@@ -160,6 +163,7 @@ extern SaWindow *sa_compile_window(SaStream *st, const char *name, const char *g
 								   const char *aggregates, const char *filter);
 extern List *sa_load_windows(SaStream *st);
 extern void sa_window_prepare_exec(SaWindow *w);
+extern char *sa_window_eval_item(SaWindow *w);
 extern bool sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in);
 extern int	sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 								 TimestampTz watermark);

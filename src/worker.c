@@ -61,6 +61,7 @@
 #define SA_POLL_MAX 1000
 #define SA_BACKLOG_MESSAGES 5000	/* fetched and waiting: we are behind */
 #define SA_BATCH_DEAD_BYTES (16 * 1024 * 1024)	/* dead letters a batch may hold */
+#define SA_WINDOW_FAILING 10		/* a window failing on this many messages in a row... */
 
 /* Why a batch or a run ended. */
 typedef enum SaRunEnd
@@ -168,6 +169,7 @@ load_definitions(SaWorker *w)
 			in->args = palloc(sizeof(Datum) * Max(win->naggs, 1));
 			in->argnulls = palloc(sizeof(bool) * Max(win->naggs, 1));
 		}
+		w->health = palloc0(sizeof(SaWindowHealth) * Max(w->nwindows, 1));
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -182,6 +184,7 @@ load_definitions(SaWorker *w)
 static void
 worker_setup(SaWorker *w)
 {
+	List	   *all;
 	List	   *mine;
 
 	sa_begin_xact();
@@ -189,7 +192,8 @@ worker_setup(SaWorker *w)
 	sa_commit_xact();
 
 	sa_kafka_start(w);
-	mine = sa_my_partitions(w, sa_kafka_partitions(w));
+	all = sa_kafka_partitions(w);
+	mine = sa_my_partitions(w, all);
 
 	/*
 	 * Hold the stream's row (FOR SHARE) for the rest of the setup
@@ -205,7 +209,7 @@ worker_setup(SaWorker *w)
 	PopActiveSnapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	load_definitions(w);
-	sa_claim_partitions(w, mine);
+	sa_claim_partitions(w, all, mine);
 	sa_load_other_partitions(w);
 	w->committed_watermark = w->watermark;
 	w->min_event = DT_NOEND;
@@ -293,6 +297,7 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 	volatile bool in_subxact = false;
 
 	in->event_time = t;
+	w->health[wi].evals++;
 	if (win->user_code)
 	{
 		BeginInternalSubTransaction(NULL);
@@ -331,10 +336,50 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
 		}
-		sa_add_dead_letter(w, msg, win->name, "decode", edata->message);
+		sa_add_dead_letter(w, msg, win->name, "decode",
+						   psprintf("%s: %s", sa_window_eval_item(win), edata->message));
+		sa_note_window_error(w, wi, edata->message);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+}
+
+/* An expression of window wi failed on the current message. */
+void
+sa_note_window_error(SaWorker *w, int wi, const char *error)
+{
+	SaWindowHealth *h = &w->health[wi];
+
+	if (h->errors++ == 0)
+		h->first_error = MemoryContextStrdup(w->batch_cxt, error);
+}
+
+/*
+ * A window whose expressions failed on every message of a batch (of at
+ * least SA_WINDOW_FAILING messages) is broken, not fed bad input: say so
+ * in last_error, which the status shows as 'failing'; clear it once the
+ * window counts messages again.  Runs in the batch transaction.
+ */
+static void
+report_window_health(SaWorker *w)
+{
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindowHealth *h = &w->health[i];
+
+		if (h->evals >= SA_WINDOW_FAILING && h->errors == h->evals)
+		{
+			sa_catalog_set_last_error(w->st->name,
+									  psprintf("window \"%s\" fails on every message (%d in the last batch): %s",
+											   w->windows[i]->name, h->evals, h->first_error));
+			h->reported = true;
+		}
+		else if (h->reported && h->errors < h->evals)
+		{
+			sa_catalog_set_last_error(w->st->name, NULL);
+			h->reported = false;
+		}
+	}
 }
 
 /* A batch transaction: it runs as the stream's owner until its writes. */
@@ -430,6 +475,11 @@ reset_batch(SaWorker *w)
 		w->parts[i].batch_dead = 0;
 		w->parts[i].touched = false;
 	}
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		w->health[i].evals = w->health[i].errors = 0;
+		w->health[i].first_error = NULL;
+	}
 	w->dead = NIL;
 	w->dead_bytes = 0;
 	w->batch_count = 0;
@@ -461,6 +511,7 @@ write_batch(SaWorker *w)
 	/* the cause of the last failure is gone once messages are written again */
 	if (w->had_error_at_start && w->batch_count > 0)
 		sa_catalog_set_last_error(w->st->name, NULL);
+	report_window_health(w);
 	SPI_finish();
 }
 

@@ -48,6 +48,19 @@ typedef struct SaPoison
 	char	   *error;
 } SaPoison;
 
+/*
+ * How a window's expressions fared in the current batch: a window that
+ * fails on every message is not bad input but a broken definition, and
+ * says so in last_error.
+ */
+typedef struct SaWindowHealth
+{
+	int			evals;
+	int			errors;
+	char	   *first_error;	/* in batch memory */
+	bool		reported;		/* last_error names this window */
+} SaWindowHealth;
+
 typedef struct SaWorker
 {
 	SaWorkerArgs args;
@@ -60,6 +73,7 @@ typedef struct SaWorker
 	int			nwindows;
 	SaWindow  **windows;
 	SaRowInput *inputs;			/* one per window */
+	SaWindowHealth *health;		/* one per window */
 	int64		max_span;		/* longest window size or session gap */
 	bool		all_builtin_types;	/* decode errors can be caught without a
 									 * subtransaction */
@@ -106,13 +120,14 @@ typedef struct SaWorker
 extern void sa_handle_interrupts(void);
 extern void sa_begin_xact(void);
 extern void sa_commit_xact(void);
+extern void sa_note_window_error(SaWorker *w, int wi, const char *error);
 extern void sa_add_dead_letter(SaWorker *w, const rd_kafka_message_t *msg, const char *window,
 							   const char *reason, const char *error);
 
 /* partitions.c */
 extern SaPartition *sa_find_partition(SaWorker *w, int32 partition);
 extern List *sa_my_partitions(SaWorker *w, List *all);
-extern void sa_claim_partitions(SaWorker *w, List *mine);
+extern void sa_claim_partitions(SaWorker *w, List *all, List *mine);
 extern void sa_load_other_partitions(SaWorker *w);
 extern void sa_refresh_other_partitions(SaWorker *w);
 extern void sa_publish_partitions(SaWorker *w);

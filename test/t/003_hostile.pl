@@ -819,7 +819,7 @@ is(query1('SELECT n || \' \' || bytes FROM hstop_total'), '3 7',
 	'stop stream: still nothing after the bad message aggregated');
 
 # Skip past it: start again at the end of the partition.
-query1(q{SELECT streamagg.reset_offsets('hstop', "to" => 'latest'); SELECT streamagg.resume('hstop')});
+query1(q{SELECT streamagg.reset_offsets('hstop', "to" => 'latest', replay => true); SELECT streamagg.resume('hstop')});
 ok(wait_for($node, q{SELECT next_offset FROM streamagg.offsets WHERE stream = 'hstop'}, '6', $WAIT),
 	'stop stream: resumed at the end of the partition');
 send_messages('hostile_stop', 1,

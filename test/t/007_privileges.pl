@@ -297,7 +297,7 @@ ok(wait_for($node, "SELECT string_agg(k, ',' ORDER BY k) FROM evil.w4", 'p1,p3',
 	'the window with the picky function counts the two it accepts');
 is($node->safe_psql('postgres', "SELECT window_name || ': ' || error FROM streamagg.dead_letters "
 		  . "WHERE stream = 'a3' AND reason = 'decode'"),
-	'evil.w4: picky refuses bad', 'the refused message is a dead letter of that window, in words');
+	'evil.w4: group_by item "k": picky refuses bad', 'the refused message is a dead letter of that window, in words');
 
 # a result table in another role's schema
 refused('attacker', "SELECT streamagg.create_window('app.stolen', 'a3', size => '1 minute')",
