@@ -108,11 +108,12 @@ owned_stream(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("stream \"%s\" does not exist", name)));
-	st = sa_load_stream(name);
-	if (!sa_is_owner(st->owner))
+	/* the owner first: nothing of another role's definition is read */
+	if (!sa_is_owner(sa_catalog_stream_owner(name)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of stream \"%s\"", name)));
+	st = sa_load_stream(name);
 	return st;
 }
 
@@ -204,6 +205,27 @@ check_brokers(const char *brokers)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("brokers must not be empty")));
+}
+
+/*
+ * Worker slots are shared by the cluster: a non-superuser's running
+ * streams may ask for at most streamagg.max_workers_per_role of them (in
+ * this database), `adding` more included.
+ */
+static void
+check_role_quota(Oid role, int adding)
+{
+	int64		have;
+
+	if (superuser_arg(role))
+		return;
+	have = sa_catalog_role_workers(role);
+	if (have + adding > sa_max_workers_per_role)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" would run %lld stream workers, more than streamagg.max_workers_per_role (%d)",
+						GetUserNameFromId(role, false), (long long) (have + adding), sa_max_workers_per_role),
+				 errhint("Pause or drop another stream, or ask a superuser to raise streamagg.max_workers_per_role.")));
 }
 
 /* Check a stream definition as fully as can be done without Kafka. */
@@ -319,6 +341,7 @@ sa_create_stream(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("stream \"%s\" already exists", st->name)));
+	check_role_quota(st->owner, st->parallelism);
 	sa_catalog_insert_stream(st, columns, format, event_time, on_error);
 	SPI_finish();
 	sa_wake_manager_at_commit();
@@ -707,8 +730,12 @@ sa_drop_stream(PG_FUNCTION_ARGS)
 static void
 set_state(const char *name, const char *state)
 {
+	SaStream   *st;
+
 	SPI_connect();
-	(void) owned_stream(name);
+	st = owned_stream(name);
+	if (strcmp(state, "running") == 0 && !sa_catalog_stream_running(name))
+		check_role_quota(st->owner, st->parallelism);
 	sa_catalog_set_state(name, state);
 	SPI_finish();
 	sa_wake_manager_at_commit();

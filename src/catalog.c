@@ -85,6 +85,41 @@ sa_catalog_lock_stream(const char *name, bool exclusive)
 					name, false, SPI_OK_SELECT) > 0;
 }
 
+/* A stream's owner, or InvalidOid when there is no such stream. */
+Oid
+sa_catalog_stream_owner(const char *name)
+{
+	bool		isnull;
+
+	if (run_name("SELECT owner::oid FROM streamagg.streams WHERE name = $1",
+				 name, true, SPI_OK_SELECT) == 0)
+		return InvalidOid;
+	return DatumGetObjectId(getbin(0, 1, &isnull));
+}
+
+bool
+sa_catalog_stream_running(const char *name)
+{
+	return run_name("SELECT 1 FROM streamagg.streams WHERE name = $1 AND state = 'running'",
+					name, true, SPI_OK_SELECT) > 0;
+}
+
+/* Workers the running streams of a role ask for, here. */
+int64
+sa_catalog_role_workers(Oid role)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	bool		isnull;
+	Datum		d;
+
+	run("SELECT pg_catalog.sum(parallelism) FROM streamagg.streams "
+		"WHERE owner = $1::pg_catalog.regrole AND state = 'running'",
+		1, types, values, NULL, true, SPI_OK_SELECT);
+	d = getbin(0, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
 /* Load a stream definition, in the caller's memory context. */
 SaStream *
 sa_load_stream(const char *name)

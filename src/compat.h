@@ -58,15 +58,22 @@ sa_materialize_srf(FunctionCallInfo fcinfo)
 #endif
 
 /* ACL and ownership checks by object class since 16 */
+#include "catalog/pg_database.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "utils/acl.h"
 #if PG_VERSION_NUM >= 160000
 #define object_aclcheck_compat(classid, objid, roleid, mode) \
 	object_aclcheck((classid), (objid), (roleid), (mode))
+#define sa_proc_aclcheck(funcid, roleid, mode) \
+	object_aclcheck(ProcedureRelationId, (funcid), (roleid), (mode))
 #define sa_database_ownercheck(dboid, roleid) \
 	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
 #else
 #define object_aclcheck_compat(classid, objid, roleid, mode) \
 	pg_namespace_aclcheck((objid), (roleid), (mode))
+#define sa_proc_aclcheck(funcid, roleid, mode) \
+	pg_proc_aclcheck((funcid), (roleid), (mode))
 #define sa_database_ownercheck(dboid, roleid) \
 	pg_database_ownercheck((dboid), (roleid))
 #endif

@@ -22,6 +22,7 @@
 
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "utils/lsyscache.h"
 #include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
 #include "parser/parse_node.h"
@@ -222,10 +223,41 @@ sa_parse_filter(const char *text)
 	return sel->whereClause;
 }
 
+/*
+ * Built-in functions that run SQL of their own (the XML exports of query
+ * results, ts_stat and ts_rewrite with a query): an error after they ran
+ * part of it must be rolled back like a user function's.
+ */
+static const char *const sql_running_builtins[] = {
+	"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+	"cursor_to_xml", "cursor_to_xmlschema",
+	"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+	"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+	"database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
+	"ts_stat", "ts_rewrite",
+	NULL
+};
+
 static bool
 not_built_in(Oid func, void *context)
 {
-	return func >= FirstGenbkiObjectId;
+	char	   *name;
+
+	if (func >= FirstGenbkiObjectId)
+		return true;
+	name = get_func_name(func);
+	for (int i = 0; name && sql_running_builtins[i]; i++)
+		if (strcmp(name, sql_running_builtins[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Types outside the built-in ones, and domains (their checks run code). */
+static bool
+not_built_in_type(Oid type)
+{
+	return OidIsValid(type) &&
+		(type >= FirstGenbkiObjectId || getBaseType(type) != type);
 }
 
 static bool
@@ -235,17 +267,46 @@ calls_user_code_walker(Node *node, void *context)
 		return false;
 	if (check_functions_in_node(node, not_built_in, context))
 		return true;
+	if (IsA(node, CoerceToDomain) || not_built_in_type(exprType(node)))
+		return true;
 	return expression_tree_walker(node, calls_user_code_walker, context);
 }
 
 /*
- * Does the expression call a function that is not built in (the owner's
- * own, or an extension's)?  Such a function may take locks, open
- * snapshots or run SQL, so an error it raises can only be caught safely
- * by rolling back a subtransaction.
+ * Does evaluating the expression run code that is not built in - the
+ * owner's functions, an extension's, a domain's checks, input and output
+ * functions of types not built in - or built-in functions that run SQL?
+ * Such code may take locks, open snapshots, run SQL or switch users
+ * (SECURITY DEFINER) before it fails, so an error it raises can only be
+ * caught safely by rolling back a subtransaction.
  */
 bool
 sa_expr_calls_user_code(Node *expr)
 {
 	return calls_user_code_walker(expr, NULL);
+}
+
+static bool
+collect_functions(Oid func, void *context)
+{
+	List	  **funcs = (List **) context;
+
+	*funcs = list_append_unique_oid(*funcs, func);
+	return false;
+}
+
+static bool
+collect_functions_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	(void) check_functions_in_node(node, collect_functions, context);
+	return expression_tree_walker(node, collect_functions_walker, context);
+}
+
+/* Add the functions the expression calls to *funcs (a list of Oid). */
+void
+sa_expr_functions(Node *expr, List **funcs)
+{
+	(void) collect_functions_walker(expr, funcs);
 }

@@ -20,6 +20,7 @@ int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
 int			sa_queue_kbytes = 32768;
 int			sa_max_workers_per_stream = 4;
+int			sa_max_workers_per_role = 8;
 
 void
 sa_define_gucs(void)
@@ -64,6 +65,12 @@ sa_define_gucs(void)
 							"Most workers (parallelism) a stream of a non-superuser may ask for.",
 							"Worker slots are shared by the whole cluster; superusers are not limited.",
 							&sa_max_workers_per_stream, 4, 1, 256,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("streamagg.max_workers_per_role",
+							"Most workers the running streams of one non-superuser may ask for, per database.",
+							"Counted over the role's running streams at create_stream and resume; superusers are not limited.",
+							&sa_max_workers_per_role, 8, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

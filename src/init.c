@@ -96,6 +96,10 @@ check_drop_role(DropRoleStmt *stmt)
 {
 	ListCell   *lc;
 
+	/* only for a caller PostgreSQL would let drop roles: no names to others */
+	if (!superuser() && !has_createrole_privilege(GetUserId()))
+		return;
+
 	foreach(lc, role_oids(stmt->roles))
 	{
 		Oid			role = lfirst_oid(lc);
@@ -136,7 +140,14 @@ reassign_streams(ReassignOwnedStmt *stmt)
 
 	SPI_connect();
 	foreach(lc, role_oids(stmt->roles))
+	{
+		ListCell   *sc;
+
+		/* their workers reload and act as the new owner */
+		foreach(sc, sa_catalog_streams_owned_by(lfirst_oid(lc)))
+			sa_catalog_reset_epoch(lfirst(sc));
 		sa_catalog_reassign(lfirst_oid(lc), to);
+	}
 	SPI_finish();
 	sa_wake_manager_at_commit();
 }
@@ -184,7 +195,7 @@ sa_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 		dropping = get_database_oid(stmt->dbname, true);
 		if (OidIsValid(dropping) && sa_database_ownercheck(dropping, GetUserId()) &&
-			dropping != MyDatabaseId)
+			dropping != MyDatabaseId && !IsTransactionBlock())
 			sa_stop_database_workers(dropping);
 		else
 			dropping = InvalidOid;

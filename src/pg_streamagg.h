@@ -54,6 +54,7 @@ extern int	sa_max_restart_delay_s;
 extern int	sa_idle_timeout_ms;
 extern int	sa_queue_kbytes;
 extern int	sa_max_workers_per_stream;
+extern int	sa_max_workers_per_role;
 extern void sa_define_gucs(void);
 
 /* ---- shmem.c ---- */
@@ -252,6 +253,9 @@ typedef struct SaClaim
 
 extern SaStream *sa_load_stream(const char *name);
 extern bool sa_catalog_stream_exists(const char *name);
+extern Oid	sa_catalog_stream_owner(const char *name);
+extern int64 sa_catalog_role_workers(Oid role);
+extern bool sa_catalog_stream_running(const char *name);
 extern bool sa_catalog_lock_stream(const char *name, bool exclusive);
 extern void sa_catalog_insert_stream(SaStream *st, const char *columns, const char *format,
 									 const char *event_time, const char *on_error);
@@ -290,6 +294,7 @@ extern Node *sa_transform_expr(SaStream *st, Node *raw, const char *what);
 extern List *sa_parse_target_list(const char *text, const char *what);
 extern Node *sa_parse_filter(const char *text);
 extern bool sa_expr_calls_user_code(Node *expr);
+extern void sa_expr_functions(Node *expr, List **funcs);
 
 /* ---- kafka.c ---- */
 struct rd_kafka_conf_s;

@@ -25,6 +25,8 @@
 
 #include "compat.h"
 
+#include "miscadmin.h"
+
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
@@ -289,6 +291,12 @@ void
 sa_window_prepare_exec(SaWindow *w)
 {
 	w->user_code = false;
+	w->functions = NIL;
+	for (int i = 0; i < w->ngroups; i++)
+		sa_expr_functions((Node *) w->groups[i].expr, &w->functions);
+	for (int i = 0; i < w->naggs; i++)
+		sa_expr_functions((Node *) w->aggs[i].arg, &w->functions);
+	sa_expr_functions((Node *) w->filter, &w->functions);
 	for (int i = 0; i < w->ngroups; i++)
 	{
 		Expr	   *e = expression_planner(w->groups[i].expr);
@@ -310,6 +318,29 @@ sa_window_prepare_exec(SaWindow *w)
 
 		w->user_code |= sa_expr_calls_user_code((Node *) e);
 		w->filterstate = ExecInitExpr(e, NULL);
+	}
+}
+
+/*
+ * EXECUTE on every function the window calls, for the current user (the
+ * stream's owner): checked when the expressions are compiled, and again
+ * before every batch, so that a revoked privilege stops the stream
+ * instead of going unnoticed by a running worker.
+ */
+void
+sa_window_check_privileges(SaWindow *w)
+{
+	ListCell   *lc;
+
+	foreach(lc, w->functions)
+	{
+		Oid			func = lfirst_oid(lc);
+
+		if (sa_proc_aclcheck(func, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for function %s", get_func_name(func)),
+					 errdetail("Window \"%s\" calls it, as its stream's owner.", w->name)));
 	}
 }
 

@@ -115,6 +115,7 @@ typedef struct SaWindow
 	ExprState  *filterstate;
 	bool		user_code;		/* calls functions that are not built in:
 								 * evaluate in a subtransaction */
+	List	   *functions;		/* Oids of the functions the expressions call */
 	int			eval_item;		/* what sa_window_eval evaluates now, for
 								 * errors: -1 filter, then groups, then
 								 * aggregate arguments */
@@ -164,6 +165,7 @@ extern SaWindow *sa_compile_window(SaStream *st, const char *name, const char *g
 extern List *sa_load_windows(SaStream *st);
 extern void sa_window_prepare_exec(SaWindow *w);
 extern char *sa_window_eval_item(SaWindow *w);
+extern void sa_window_check_privileges(SaWindow *w);
 extern bool sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in);
 extern int	sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 								 TimestampTz watermark);

@@ -76,7 +76,8 @@ void
 sa_handle_interrupts(void)
 {
 	CHECK_FOR_INTERRUPTS();
-	if (ConfigReloadPending)
+	/* between transactions: a batch's GUC level would undo the reload */
+	if (ConfigReloadPending && !IsTransactionState())
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
@@ -129,6 +130,7 @@ load_definitions(SaWorker *w)
 	old = MemoryContextSwitchTo(w->config_cxt);
 	w->st = sa_load_stream(w->args.stream);
 	sa_check_option_rights(w->st);	/* the owner may have lost superuser */
+	w->slot->owner = w->st->owner;	/* REASSIGN OWNED: who may see our figures */
 	ncols = w->st->ncols + SA_NUM_META;
 
 	w->params = makeParamList(ncols);
@@ -295,7 +297,10 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool in_subxact = false;
+	Oid			userid;
+	int			sec_context;
 
+	GetUserIdAndSecContext(&userid, &sec_context);
 	in->event_time = t;
 	w->health[wi].evals++;
 	if (win->user_code)
@@ -329,6 +334,22 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 		edata = CopyErrorData();
 		if (!sa_is_expression_error(edata->sqlerrcode))
 			PG_RE_THROW();		/* not the message's fault: the batch fails */
+		if (!in_subxact)
+		{
+			Oid			now_user;
+			int			now_sec;
+
+			/*
+			 * Without a subtransaction only built-in code ran, and it
+			 * leaves nothing behind.  Should anything else have run (a
+			 * user-level exception, a changed user), only an abort cleans
+			 * up: fail the batch.
+			 */
+			GetUserIdAndSecContext(&now_user, &now_sec);
+			if (now_user != userid || now_sec != sec_context ||
+				ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_PLPGSQL_ERROR)
+				PG_RE_THROW();
+		}
 		FlushErrorState();
 		if (in_subxact)
 		{
@@ -390,6 +411,8 @@ start_batch_xact(SaWorker *w)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	sa_enter_owner(w->st->owner, &w->owner_ctx);
+	for (int i = 0; i < w->nwindows; i++)
+		sa_window_check_privileges(w->windows[i]);
 	w->in_xact = true;
 	w->batch_started = w->now;
 	sa_refresh_other_partitions(w);

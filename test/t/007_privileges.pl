@@ -299,6 +299,37 @@ is($node->safe_psql('postgres', "SELECT window_name || ': ' || error FROM stream
 		  . "WHERE stream = 'a3' AND reason = 'decode'"),
 	'evil.w4: group_by item "k": picky refuses bad', 'the refused message is a dead letter of that window, in words');
 
+# A SECURITY DEFINER function of a superuser, reached through a domain
+# check, that raises for one message: the error must not leave the worker
+# acting as the function's owner for the rest of the batch.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.to_id(t text) RETURNS int LANGUAGE plpgsql SECURITY DEFINER
+	  AS $$ BEGIN RETURN t::int; END $$;
+});
+($ret, $out, $err) = as_role('attacker', qq{
+	CREATE FUNCTION evil.who(t text) RETURNS boolean LANGUAGE plpgsql AS
+	  \$\$ BEGIN INSERT INTO public.evil_log VALUES (current_user, 'who'); RETURN true; END \$\$;
+	CREATE DOMAIN evil.d AS text CHECK (public.to_id(VALUE) IS NOT NULL);
+	CREATE DOMAIN evil.d2 AS text CHECK (evil.who(VALUE));
+	SELECT streamagg.create_stream('a4', 'priv_attack4', '$brokers', 'a text, b text');
+	SELECT streamagg.create_window('evil.w5', 'a4', group_by => 'a::evil.d AS x, b::evil.d2 AS y');});
+is($ret, 0, 'a window casting to her domains is accepted') or diag $err;
+create_topic('priv_attack4', 1);
+produce('priv_attack4', [ map { { partition => 0, payload => $_ } }
+	  '{"a": "zz", "b": "x"}', '{"a": "1", "b": "x"}', '{"a": "2", "b": "x"}' ]);
+ok(wait_for($node, "SELECT count(*) FROM evil.w5", '2', 60),
+	'the two good messages count');
+is($node->safe_psql('postgres', "SELECT count(*) FROM evil_log WHERE who <> 'attacker'"),
+	'0', 'after the definer function failed, her code still ran as her');
+is(is_superuser('attacker'), 'f', 'and she is not superuser');
+
+# Worker slots are shared: one role's streams may not take them all.
+($ret, $out, $err) = as_role('attacker', qq{SELECT streamagg.create_stream('q1', 'priv_attack', '$brokers', 'x int', parallelism => 4)});
+is($ret, 0, 'a stream with 4 workers') or diag $err;
+refused('attacker', qq{SELECT streamagg.create_stream('q2', 'priv_attack', '$brokers', 'x int', parallelism => 4)},
+	qr/more than streamagg.max_workers_per_role \(8\)/, 'but not a second one past the role quota');
+as_role('attacker', "SELECT streamagg.drop_stream('q1')");
+
 # a result table in another role's schema
 refused('attacker', "SELECT streamagg.create_window('app.stolen', 'a3', size => '1 minute')",
 	qr/permission denied for schema app/, 'a window table cannot go into a schema the owner cannot create in');
@@ -321,6 +352,31 @@ ok(wait_for($node, "SELECT coalesce(sum(n), 0) || '/' || coalesce(sum(bytes), 0)
 	'when the privilege returns the stream catches up exactly');
 ok(wait_for($node, "SELECT state FROM streamagg.status WHERE stream = 'victim'", 'running', 30),
 	'... and is running again, last_error cleared');
+
+# EXECUTE revoked from a function a window calls: checked before every
+# batch, not only when the worker started.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.licensed(t text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+	REVOKE EXECUTE ON FUNCTION public.licensed(text) FROM PUBLIC;
+	GRANT EXECUTE ON FUNCTION public.licensed(text) TO owner_r, heir;
+});
+($ret, $out, $err) = as_role('owner_r', q{SELECT streamagg.create_window('app.licensed', 'victim',
+	group_by => 'ip', filter => 'public.licensed(ip)')});
+is($ret, 0, 'a window calling a function she may execute') or diag $err;
+ok(wait_for($node, "SELECT state FROM streamagg.status WHERE stream = 'victim'", 'running', 60),
+	'the stream runs with it');
+$node->safe_psql('postgres', 'REVOKE EXECUTE ON FUNCTION public.licensed(text) FROM owner_r');
+produce_hits(10);
+ok(wait_for($node, "SELECT state || ':' || (last_error LIKE '%permission denied for function licensed%')::int "
+		  . "FROM streamagg.status WHERE stream = 'victim'", 'failing:1', 60),
+	'a running worker notices the revoked EXECUTE');
+$node->safe_psql('postgres', 'GRANT EXECUTE ON FUNCTION public.licensed(text) TO owner_r');
+ok(wait_for($node, "SELECT coalesce(sum(n), 0) FROM app.hits", $sent, 90),
+	'and catches up exactly once it is granted again');
+
+# DROP ROLE by a role that may not drop roles tells nothing about streams
+($ret, $out, $err) = as_role('outsider', 'DROP ROLE owner_r');
+ok($ret != 0 && $err !~ /victim|pg_streamagg/, 'a refused DROP ROLE names no stream') or diag $err;
 
 # ---------------------------------------------------------------- owner lifecycle
 
