@@ -748,10 +748,28 @@ sa_pause(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * resume(stream, skip => false).  A stream that on_error = 'stop' stopped
+ * stops again at the same message unless skip => true, which makes that
+ * one message a dead letter.
+ */
 Datum
 sa_resume(PG_FUNCTION_ARGS)
 {
-	set_state(arg_text(fcinfo, 0, "stream"), "running");
+	char	   *name = arg_text(fcinfo, 0, "stream");
+
+	if (!PG_ARGISNULL(1) && PG_GETARG_BOOL(1))
+	{
+		SPI_connect();
+		(void) owned_stream(name);
+		if (!sa_catalog_skip_failed(name))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("stream \"%s\" did not stop at a message", name),
+					 errhint("skip => true is for streams that on_error = 'stop' stopped.")));
+		SPI_finish();
+	}
+	set_state(name, "running");
 	PG_RETURN_VOID();
 }
 

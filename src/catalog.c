@@ -132,7 +132,8 @@ sa_load_stream(const char *name)
 
 	if (run_name("SELECT topic, brokers, columns, format, event_time, "
 				 "COALESCE(restart_from, start_from), "
-				 "parallelism, on_error, options, owner::oid "
+				 "parallelism, on_error, options, owner::oid, "
+				 "COALESCE(skip_partition, -1), COALESCE(skip_offset, -1) "
 				 "FROM streamagg.streams WHERE name = $1", name, true, SPI_OK_SELECT) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -150,6 +151,8 @@ sa_load_stream(const char *name)
 	st->on_error = sa_parse_on_error(gettext_in(cxt, 0, 8));
 	st->options = DatumGetJsonbPCopy(getbin(0, 9, &isnull));
 	st->owner = DatumGetObjectId(getbin(0, 10, &isnull));
+	st->skip_partition = DatumGetInt32(getbin(0, 11, &isnull));
+	st->skip_offset = DatumGetInt64(getbin(0, 12, &isnull));
 	st->cols = sa_parse_columns(columns, &st->ncols);
 	sa_add_meta_columns(st);
 	st->event_col = event_time ? sa_column_index(st, event_time) : -1;
@@ -211,13 +214,27 @@ sa_catalog_set_last_error(const char *name, const char *message)
 
 /* on_error = 'stop' met a bad message: stop the stream with the reason. */
 void
-sa_catalog_stop_stream(const char *name, const char *message)
+sa_catalog_stop_stream(const char *name, const char *message, int32 partition, int64 offset)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {TEXT_ARG(name), TEXT_ARG(message)};
+	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT8OID};
+	Datum		values[4] = {TEXT_ARG(name), TEXT_ARG(message), Int32GetDatum(partition),
+	Int64GetDatum(offset)};
 
-	run("UPDATE streamagg.streams SET state = 'stopped', last_error = $2 WHERE name = $1",
-		2, types, values, NULL, false, SPI_OK_UPDATE);
+	run("UPDATE streamagg.streams SET state = 'stopped', last_error = $2, "
+		"failed_partition = $3, failed_offset = $4 WHERE name = $1",
+		4, types, values, NULL, false, SPI_OK_UPDATE);
+}
+
+/*
+ * resume(skip => true): the message the stream stopped at becomes a dead
+ * letter when it is read again.  Returns false when it stopped at none.
+ */
+bool
+sa_catalog_skip_failed(const char *name)
+{
+	return run_name("UPDATE streamagg.streams SET skip_partition = failed_partition, "
+					"skip_offset = failed_offset WHERE name = $1 AND failed_offset IS NOT NULL",
+					name, false, SPI_OK_UPDATE) > 0;
 }
 
 bool

@@ -267,7 +267,15 @@ calls_user_code_walker(Node *node, void *context)
 		return false;
 	if (check_functions_in_node(node, not_built_in, context))
 		return true;
-	if (IsA(node, CoerceToDomain) || not_built_in_type(exprType(node)))
+	if (IsA(node, CoerceToDomain))
+		return true;
+	/* values of such types come from, or go through, their own code */
+	if ((IsA(node, Param) || IsA(node, Const) || IsA(node, FuncExpr) ||
+		 IsA(node, OpExpr) || IsA(node, CoerceViaIO) || IsA(node, ArrayCoerceExpr) ||
+		 IsA(node, RelabelType) || IsA(node, RowExpr) || IsA(node, CaseExpr) ||
+		 IsA(node, CoalesceExpr) || IsA(node, MinMaxExpr) || IsA(node, FieldSelect) ||
+		 IsA(node, SubscriptingRef) || IsA(node, ConvertRowtypeExpr)) &&
+		not_built_in_type(exprType(node)))
 		return true;
 	return expression_tree_walker(node, calls_user_code_walker, context);
 }

@@ -206,6 +206,9 @@ typedef struct SaStream
 	int			idle_timeout_ms;
 	char	   *kafka_group;	/* streamagg.kafka_group, or NULL */
 	bool		csv_options;	/* streamagg.csv_* given */
+	int64		max_future_us;	/* streamagg.max_future; -1: no limit */
+	int32		skip_partition; /* resume(skip => true): this message is a */
+	int64		skip_offset;	/* dead letter whatever on_error says; -1 none */
 } SaStream;
 
 /* ---- streamdef.c ---- */
@@ -217,6 +220,7 @@ extern int	sa_column_index(SaStream *st, const char *name);
 extern void sa_apply_stream_options(SaStream *st, bool validate_kafka);
 extern List *sa_option_list(Jsonb *options);
 extern int64 sa_interval_usecs(Interval *iv, const char *what);
+extern Interval *sa_usecs_interval(int64 us);
 extern void sa_check_option_rights(SaStream *st);
 
 /* ---- usercontext.c ---- */
@@ -261,7 +265,9 @@ extern void sa_catalog_insert_stream(SaStream *st, const char *columns, const ch
 									 const char *event_time, const char *on_error);
 extern void sa_catalog_set_state(const char *name, const char *state);
 extern void sa_catalog_set_last_error(const char *name, const char *message);
-extern void sa_catalog_stop_stream(const char *name, const char *message);
+extern void sa_catalog_stop_stream(const char *name, const char *message,
+								   int32 partition, int64 offset);
+extern bool sa_catalog_skip_failed(const char *name);
 extern bool sa_catalog_has_last_error(const char *name);
 extern void sa_catalog_set_restart_from(const char *name, const char *restart_from);
 extern void sa_catalog_delete_dead_letters(const char *stream);

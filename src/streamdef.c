@@ -23,7 +23,9 @@
 #include "lib/stringinfo.h"
 #include "parser/parse_type.h"
 #include "parser/scansup.h"
+#include "common/int.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -322,6 +324,8 @@ sa_parse_on_error(const char *s)
 	return SA_ON_ERROR_DEAD_LETTER; /* keep compiler quiet */
 }
 
+#define SA_MAX_INTERVAL_US ((int64) 100000 * USECS_PER_DAY)
+
 /* A time length in microseconds; months are refused (they have no fixed length). */
 int64
 sa_interval_usecs(Interval *iv, const char *what)
@@ -331,7 +335,31 @@ sa_interval_usecs(Interval *iv, const char *what)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be given in months or years", what),
 				 errhint("Use days, hours, minutes or seconds, for example '30 days'.")));
-	return iv->time + (int64) iv->day * USECS_PER_DAY;
+	{
+		int64		days;
+		int64		us;
+
+		/* windows need room around them: keep well inside the timestamp range */
+		if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days) ||
+			pg_add_s64_overflow(days, iv->time, &us) ||
+			us > SA_MAX_INTERVAL_US || us < -SA_MAX_INTERVAL_US)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERVAL_FIELD_OVERFLOW),
+					 errmsg("%s is too long", what),
+					 errdetail("Intervals of pg_streamagg are at most 100000 days.")));
+		return us;
+	}
+}
+
+/* Microseconds as an interval of days and time (for messages). */
+Interval *
+sa_usecs_interval(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = us / USECS_PER_DAY;
+	iv->time = us % USECS_PER_DAY;
+	return iv;
 }
 
 static int
@@ -346,6 +374,35 @@ option_int(const char *key, const char *val, int min, int max)
 				 errmsg("invalid value \"%s\" for option \"%s\"", val, key),
 				 errdetail("The value must be a whole number from %d to %d.", min, max)));
 	return (int) v;
+}
+
+/* An interval option in microseconds; 'off' for none (-1). */
+static int64
+option_interval(const char *key, const char *val)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Interval   *volatile iv = NULL;
+
+	if (pg_strcasecmp(val, "off") == 0)
+		return -1;
+	PG_TRY();
+	{
+		iv = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(val),
+												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		iv = NULL;
+	}
+	PG_END_TRY();
+	if (iv == NULL || sa_interval_usecs(iv, key) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"%s\"", val, key),
+				 errhint("Give an interval such as '1 day', or 'off'.")));
+	return sa_interval_usecs(iv, key);
 }
 
 static char
@@ -407,7 +464,7 @@ sa_option_list(Jsonb *options)
  * check every other key with librdkafka.  Stream option keys:
  *	 streamagg.csv_delimiter, streamagg.csv_quote,
  *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.idle_timeout (ms),
- *	 streamagg.kafka_group
+ *	 streamagg.kafka_group, streamagg.max_future (interval or 'off')
  */
 void
 sa_apply_stream_options(SaStream *st, bool validate_kafka)
@@ -421,6 +478,7 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 	st->idle_timeout_ms = -1;
 	st->kafka_group = NULL;
 	st->csv_options = false;
+	st->max_future_us = USECS_PER_DAY;
 
 	foreach(lc, sa_option_list(st->options))
 	{
@@ -440,11 +498,13 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 			st->idle_timeout_ms = option_int(key, val, 0, INT_MAX);
 		else if (strcmp(key, "streamagg.kafka_group") == 0)
 			st->kafka_group = pstrdup(val);
+		else if (strcmp(key, "streamagg.max_future") == 0)
+			st->max_future_us = option_interval(key, val);
 		else if (strncmp(key, "streamagg.", 10) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown stream option \"%s\"", key),
-					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time, streamagg.idle_timeout and streamagg.kafka_group; other keys go to librdkafka.")));
+					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time, streamagg.idle_timeout, streamagg.kafka_group and streamagg.max_future; other keys go to librdkafka.")));
 	}
 
 	if (validate_kafka)

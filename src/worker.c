@@ -56,6 +56,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #define SA_POLL_MAX 1000
@@ -357,9 +358,12 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
 		}
-		sa_add_dead_letter(w, msg, win->name, "decode",
-						   psprintf("%s: %s", sa_window_eval_item(win), edata->message));
-		sa_note_window_error(w, wi, edata->message);
+		{
+			char	   *error = psprintf("%s: %s", sa_window_eval_item(win), edata->message);
+
+			sa_add_dead_letter(w, msg, win->name, "decode", error);
+			sa_note_window_error(w, wi, error);
+		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -419,6 +423,29 @@ start_batch_xact(SaWorker *w)
 }
 
 /*
+ * Decode a message and read its event time.  Returns NULL when it is
+ * good, else the dead-letter reason with *error: 'decode', or 'future'
+ * for an event time further ahead of the server's clock than the stream's
+ * max_future allows (it would drag the watermark past every real event).
+ */
+static const char *
+bad_message(SaWorker *w, const rd_kafka_message_t *msg, int64 *t, char **error)
+{
+	if (!sa_decode_message(w, msg, error) || !sa_event_time(w, t, error))
+		return "decode";
+	if (w->st->max_future_us >= 0 && *t - w->now > w->st->max_future_us)
+	{
+		*error = psprintf("event time %s is more than %s ahead of the server's clock (%s)",
+						  sa_ts_text(*t),
+						  DatumGetCString(DirectFunctionCall1(interval_out,
+															  PointerGetDatum(sa_usecs_interval(w->st->max_future_us)))),
+						  sa_ts_text(w->now));
+		return "future";
+	}
+	return NULL;
+}
+
+/*
  * Decode one message and fold it into every window (or make it a dead
  * letter).  Returns false when on_error = 'stop' met a bad message: the
  * message is left unconsumed.
@@ -429,6 +456,7 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	SaPartition *part = sa_find_partition(w, msg->partition);
 	SaPoison   *poison;
 	char	   *error = NULL;
+	const char *reason;
 	int64		t = DT_NOBEGIN;		/* stays so unless the row decodes */
 	MemoryContext old;
 
@@ -445,20 +473,25 @@ process_message(SaWorker *w, const rd_kafka_message_t *msg)
 	{
 		sa_add_dead_letter(w, msg, NULL, "write", poison->error);
 	}
-	else if (!sa_decode_message(w, msg, &error) || !sa_event_time(w, &t, &error))
+	else if ((reason = bad_message(w, msg, &t, &error)) != NULL)
 	{
+		bool		skip_it = msg->partition == w->st->skip_partition &&
+			msg->offset == w->st->skip_offset;
+
 		t = DT_NOBEGIN;
-		if (w->st->on_error == SA_ON_ERROR_STOP)
+		if (w->st->on_error == SA_ON_ERROR_STOP && !skip_it)
 		{
 			MemoryContextSwitchTo(old);
 			w->stop_requested = true;
+			w->stop_partition = msg->partition;
+			w->stop_offset = msg->offset;
 			w->stop_error = MemoryContextStrdup(TopMemoryContext,
 												psprintf("partition %d offset %lld: %s", msg->partition,
 														 (long long) msg->offset, error));
 			return false;
 		}
-		if (w->st->on_error == SA_ON_ERROR_DEAD_LETTER)
-			sa_add_dead_letter(w, msg, NULL, "decode", error);
+		if (w->st->on_error == SA_ON_ERROR_DEAD_LETTER || skip_it)
+			sa_add_dead_letter(w, msg, NULL, reason, error);
 		else
 			part->batch_dead++;	/* skip: counted, not stored */
 	}
@@ -602,11 +635,11 @@ static void
 stop_stream(SaWorker *w)
 {
 	sa_begin_xact();
-	sa_catalog_stop_stream(w->st->name, w->stop_error);
+	sa_catalog_stop_stream(w->st->name, w->stop_error, w->stop_partition, w->stop_offset);
 	sa_commit_xact();
 	ereport(LOG,
 			(errmsg("pg_streamagg stream \"%s\" stopped: %s", w->st->name, w->stop_error),
-			 errhint("Fix or skip the message (streamagg.reset_offsets), then call streamagg.resume('%s').",
+			 errhint("Fix what the message needs, or skip it into the dead letters with streamagg.resume('%s', skip => true).",
 					 w->st->name)));
 }
 

@@ -109,6 +109,8 @@ typedef struct SaWorker
 	Size		dead_bytes;		/* their keys and payloads */
 	bool		stop_requested; /* on_error = stop met a bad message */
 	char	   *stop_error;
+	int32		stop_partition;
+	int64		stop_offset;
 
 	SaUserContext owner_ctx;	/* the batch acts as the stream's owner */
 	List	   *poison;			/* SaPoison, in TopMemoryContext */
