@@ -286,20 +286,27 @@ skip_value(JsonScan *s, int depth)
 	}
 }
 
-/* A JSON number of epoch milliseconds -> timestamptz. */
+/*
+ * A JSON number of epoch seconds, milliseconds (the default, Kafka's
+ * convention) or microseconds (the column's UNIT) -> timestamptz, or
+ * timestamp read as UTC.
+ */
 static void
-set_epoch_millis(JsonScan *s, int col, const char *text, size_t len)
+set_epoch(JsonScan *s, int col, const char *text, size_t len)
 {
+	SaColumn   *c = &s->w->st->cols[col];
 	char	   *num = pnstrdup(text, len);
-	double		ms = strtod(num, NULL);
-	double		us = ms * 1000.0 - (double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	double		v = strtod(num, NULL);
+	double		us = v * (double) c->epoch_unit_us -
+		(double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 	TimestampTz ts;
 
 	if (!(us > (double) MIN_TIMESTAMP && us < (double) END_TIMESTAMP))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("column \"%s\": timestamp out of range: %s epoch milliseconds",
-						s->w->st->cols[col].name, num)));
+				 errmsg("column \"%s\": timestamp out of range: %s epoch %s",
+						c->name, num, c->epoch_unit_us == 1 ? "microseconds" :
+						c->epoch_unit_us == 1000 ? "milliseconds" : "seconds")));
 	ts = (TimestampTz) (us >= 0 ? us + 0.5 : us - 0.5);
 	s->w->params->params[col].value = TimestampTzGetDatum(ts);
 	s->w->params->params[col].isnull = false;
@@ -327,8 +334,8 @@ assign(JsonScan *s, int col, const char *from, const char *raw, size_t rawlen, b
 		else
 			sa_set_value(s->w, col, raw, rawlen);
 	}
-	else if (c->is_timestamptz)
-		set_epoch_millis(s, col, from, s->p - from);
+	else if (c->is_timestamptz || c->is_timestamp)
+		set_epoch(s, col, from, s->p - from);
 	else
 		sa_set_value(s->w, col, from, s->p - from);
 	return true;

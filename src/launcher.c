@@ -263,6 +263,19 @@ sa_launcher_main(Datum arg)
 	}
 	LWLockRelease(sa_lock);
 
+	/*
+	 * Our workers come out of max_worker_processes, with PostgreSQL's own
+	 * (parallel query, logical replication): say so once if it cannot hold
+	 * streamagg.max_workers of them besides the launcher and a manager.
+	 */
+	if (max_worker_processes < sa_max_workers + 2)
+		ereport(WARNING,
+				(errmsg("max_worker_processes (%d) is too small for streamagg.max_workers (%d)",
+						max_worker_processes, sa_max_workers),
+				 errdetail("pg_streamagg needs one launcher, one manager per database with the extension, and one worker per stream and parallelism."),
+				 errhint("Set max_worker_processes to at least %d plus what PostgreSQL's own background workers need, and restart the server.",
+						 sa_max_workers + 2)));
+
 	launcher_request_all_databases();
 
 	while (!ShutdownRequestPending)

@@ -20,6 +20,8 @@
  */
 #include "pg_streamagg.h"
 
+#include "nodes/value.h"
+
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -107,6 +109,9 @@ manager_find(const char *stream, int index, bool create)
 	return create ? free_entry : NULL;
 }
 
+/* Streams warned about for want of worker slots (warned once each). */
+static List *short_of_slots = NIL;
+
 /*
  * Read which workers should run.  Returns false when the extension is not
  * installed in this database.
@@ -135,11 +140,22 @@ manager_read_catalog(void)
 
 				if (w == NULL)
 				{
-					ereport(WARNING,
-							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-							 errmsg("not enough pg_streamagg worker slots for stream \"%s\"", ref->name),
-							 errhint("Raise streamagg.max_workers (now %d) and restart the server.",
-									 sa_max_workers)));
+					char	   *msg = psprintf("could not start worker %d: all %d pg_streamagg worker slots are in use (streamagg.max_workers)",
+											   i, sa_max_workers);
+
+					if (!list_member(short_of_slots, makeString(ref->name)))
+					{
+						MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+						ereport(WARNING,
+								(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+								 errmsg("not enough pg_streamagg worker slots for stream \"%s\"", ref->name),
+								 errhint("Raise streamagg.max_workers (now %d) and restart the server.",
+										 sa_max_workers)));
+						short_of_slots = lappend(short_of_slots, makeString(pstrdup(ref->name)));
+						MemoryContextSwitchTo(old);
+					}
+					sa_catalog_set_last_error(ref->name, msg);
 					break;
 				}
 				w->wanted = true;
@@ -216,13 +232,12 @@ manager_start_worker(ManagedWorker *w)
 								   "(max_worker_processes = %d)", w->index, max_worker_processes);
 
 		if (!w->start_failed)
-		{
 			ereport(LOG,
 					(errmsg("pg_streamagg stream \"%s\": %s", w->stream, msg),
 					 errhint("Raise max_worker_processes and restart the server.")));
-			manager_record_error(w->stream, msg);
-			w->start_failed = true;
-		}
+		/* at every try: a running worker of the stream may have cleared it */
+		manager_record_error(w->stream, msg);
+		w->start_failed = true;
 		w->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
 		return;
 	}

@@ -178,6 +178,8 @@ typedef struct SaColumn
 	Oid			typioparam;
 	FmgrInfo	input;			/* the type's input function */
 	bool		is_timestamptz;
+	bool		is_timestamp;	/* without time zone */
+	int64		epoch_unit_us;	/* JSON numbers into either: UNIT, in us */
 	bool		is_json;		/* json/jsonb: nested values go in as JSON */
 	bool		has_path;		/* declared with PATH (JSON streams only) */
 	int			pathlen;		/* JSON: keys from the top; 1 = top-level */

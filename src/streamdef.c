@@ -158,13 +158,14 @@ bad:
 	return NULL;				/* keep compiler quiet */
 }
 
-/* Find a trailing PATH '...' clause (any case); cut it off the item. */
+/* Find a trailing <keyword> '...' clause (any case); cut it off the item. */
 static char *
-take_path_clause(char *item)
+take_clause(char *item, const char *keyword)
 {
 	char	   *q = strrchr(item, '\'');
 	char	   *open;
 	char	   *kw;
+	int			klen = strlen(keyword);
 
 	if (q == NULL)
 		return NULL;
@@ -178,16 +179,33 @@ take_path_clause(char *item)
 	kw = open - 1;
 	while (kw > item && isspace((unsigned char) *kw))
 		kw--;
-	if (kw - item >= 3 && pg_strncasecmp(kw - 3, "path", 4) == 0 &&
-		(kw - 3 == item || isspace((unsigned char) kw[-4])))
+	if (kw - item >= klen - 1 && pg_strncasecmp(kw - (klen - 1), keyword, klen) == 0 &&
+		(kw - (klen - 1) == item || isspace((unsigned char) kw[-klen])))
 	{
-		char	   *path = pstrdup(open + 1);
+		char	   *value = pstrdup(open + 1);
 
-		kw[-3] = '\0';
-		return path;
+		kw[-(klen - 1)] = '\0';
+		return value;
 	}
 	*q = '\'';
 	return NULL;
+}
+
+/* UNIT 's' | 'ms' | 'us' of an epoch number: microseconds per unit. */
+static int64
+epoch_unit(const char *colname, const char *unit)
+{
+	if (unit == NULL || strcmp(unit, "ms") == 0)
+		return 1000;
+	if (strcmp(unit, "s") == 0)
+		return USECS_PER_SEC;
+	if (strcmp(unit, "us") == 0)
+		return 1;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid UNIT '%s' for column \"%s\"", unit, colname),
+			 errhint("Epoch numbers are in 's', 'ms' (the default) or 'us'.")));
+	return 0;					/* keep compiler quiet */
 }
 
 static void
@@ -202,6 +220,8 @@ init_column(SaColumn *col, char *name, Oid typid, int32 typmod)
 	getTypeInputInfo(typid, &infunc, &col->typioparam);
 	fmgr_info(infunc, &col->input);
 	col->is_timestamptz = (getBaseType(typid) == TIMESTAMPTZOID);
+	col->is_timestamp = (getBaseType(typid) == TIMESTAMPOID);
+	col->epoch_unit_us = 1000;
 	col->is_json = (getBaseType(typid) == JSONOID || getBaseType(typid) == JSONBOID);
 	col->pathlen = 1;
 	col->path = palloc(sizeof(char *));
@@ -223,7 +243,8 @@ sa_parse_columns(const char *spec, int *ncols)
 	foreach(lc, items)
 	{
 		char	   *item = lfirst(lc);
-		char	   *path = take_path_clause(item);
+		char	   *unit = take_clause(item, "unit");
+		char	   *path = take_clause(item, "path");
 		const char *p = item;
 		char	   *name = read_identifier(&p);
 		Oid			typid;
@@ -265,6 +286,11 @@ sa_parse_columns(const char *spec, int *ncols)
 			cols[n].path = parse_json_path(name, path, &cols[n].pathlen);
 			cols[n].has_path = true;
 		}
+		if (unit && !cols[n].is_timestamptz && !cols[n].is_timestamp)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("UNIT is for timestamptz and timestamp columns, not column \"%s\"", name)));
+		cols[n].epoch_unit_us = epoch_unit(name, unit);
 		cols[n].pathkeylen = palloc(sizeof(int) * cols[n].pathlen);
 		for (int k = 0; k < cols[n].pathlen; k++)
 			cols[n].pathkeylen[k] = strlen(cols[n].path[k]);

@@ -130,6 +130,8 @@ is($node->safe_psql('postgres', q{SELECT start_from || ' ' || restart_from FROM 
 	'earliest earliest', 'start_from stays as given; restart_from says where it restarted');
 $node->safe_psql('postgres', q{SELECT streamagg.reset_offsets('expr', "to" => 'latest')});
 ok(wait_for($node, q{SELECT count(*) FROM w_case}, '0', 30), 'reset to latest empties the windows');
+ok(wait_for($node, q{SELECT count(*) FROM streamagg.offsets WHERE stream = 'expr'}, '2', 30),
+	'the worker placed the partitions at their end');
 produce('nc_expr', [ @rows[ 0 .. 19 ] ]);
 ok(wait_for($node, q{SELECT sum(n) FROM w_case}, '20', 60), 'and counts only what comes after');
 $node->safe_psql('postgres', q{SELECT streamagg.reset_offsets('expr', "to" => 'earliest', replay => true)});
@@ -181,6 +183,20 @@ ok(wait_for($node, q{SELECT sum(count) FROM fut_min}, '2', 60),
 is($node->safe_psql('postgres', q{SELECT coalesce(streamagg.watermark('fut'), '-infinity') < '2029-01-01'}),
 	't', 'the watermark stays near the real events');
 $node->safe_psql('postgres', q{SELECT streamagg.drop_stream('fut', cascade => true)});
+
+# ---------------------------------------------------------------- epoch units
+
+create_topic('nc_units', 1);
+$node->safe_psql('postgres', qq{
+	SELECT streamagg.create_stream('units', 'nc_units', '$brokers',
+		'a timestamptz UNIT ''s'', b timestamp UNIT ''us'', c timestamptz, d timestamptz');
+	SELECT streamagg.create_window('units_w', 'units', group_by => 'a, b, c, d');});
+produce('nc_units', [ { partition => 0,
+	payload => '{"a": 1700000000, "b": 1700000000123456, "c": 1700000000123, "d": "2023-11-14 22:13:20"}' } ]);
+ok(wait_for($node, q{SELECT a || ' | ' || b || ' | ' || c || ' | ' || d FROM units_w},
+		'2023-11-14 22:13:20+00 | 2023-11-14 22:13:20.123456 | 2023-11-14 22:13:20.123+00 | 2023-11-14 22:13:20+00', 60),
+	'epoch numbers in seconds, microseconds and (by default) milliseconds; a time without offset in the TimeZone (UTC here)');
+$node->safe_psql('postgres', q{SELECT streamagg.drop_stream('units', cascade => true)});
 
 # ---------------------------------------------------------------- where partitions start
 
