@@ -436,21 +436,23 @@ final_view_name(const char *relname)
 }
 
 /*
- * The view of final rows: those whose window_end plus allowed lateness is
- * at or behind the stream's committed watermark.
+ * The view of final rows: those whose window_end plus allowed lateness
+ * (plus the gap, for sessions: see sa_final_horizon) is at or behind the
+ * stream's committed watermark.
  */
 static void
-create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *stream,
-				  Datum lateness)
+create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *stream)
 {
 	char	   *view = final_view_name(rv->relname);
 	char	   *qualview = rv->schemaname ? quote_qualified_identifier(rv->schemaname, view)
 		: (char *) quote_identifier(view);
+	int64		horizon = w->lateness_us + (w->kind == SA_WIN_SESSION ? w->gap_us : 0);
 
 	SPI_execute(psprintf("CREATE VIEW %s AS SELECT * FROM %s "
 						 "WHERE window_end + %s::interval <= streamagg.watermark(%s)",
 						 qualview, qualname,
-						 quote_literal_cstr(DatumGetCString(DirectFunctionCall1(interval_out, lateness))),
+						 quote_literal_cstr(DatumGetCString(DirectFunctionCall1(interval_out,
+																				PointerGetDatum(sa_usecs_interval(horizon))))),
 						 quote_literal_cstr(stream)),
 				false, 0);
 }
@@ -486,7 +488,7 @@ create_tables(SaWindow *w, RangeVar *rv)
 	if (w->kind == SA_WIN_SESSION)
 		SPI_execute(session_index_sql(w, qualname), false, 0);
 	if (w->kind != SA_WIN_GLOBAL)
-		create_final_view(w, rv, qualname, w->stream_name, w->lateness_datum);
+		create_final_view(w, rv, qualname, w->stream_name);
 	if (w->navg > 0)
 	{
 		RangeVar   *srv = copyObject(rv);

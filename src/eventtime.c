@@ -20,6 +20,20 @@
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
+/*
+ * How far behind the watermark a window's rows are final.  For time
+ * windows it is the allowed lateness.  A session can still be extended by
+ * an on-time row while one fits before its end: such a row has t + gap +
+ * lateness > watermark and t < window_end, so a session row is final only
+ * once window_end + gap + lateness <= watermark; then no row that is not
+ * late can change it.
+ */
+int64
+sa_final_horizon(SaWindow *win)
+{
+	return win->lateness_us + (win->kind == SA_WIN_SESSION ? win->gap_us : 0);
+}
+
 char *
 sa_ts_text(TimestampTz t)
 {
@@ -129,7 +143,7 @@ sa_notify_closed_windows(SaWorker *w)
 		/* windows ending before the first event read never held anything */
 		if (TIMESTAMP_NOT_FINITE(from) || from < w->min_event)
 			from = w->min_event;
-		until = wm - win->lateness_us;
+		until = wm - sa_final_horizon(win);
 		if (!sa_window_closing(win, from, until))
 			continue;
 		initStringInfo(&payload);

@@ -222,7 +222,7 @@ worker_setup(SaWorker *w)
 		SaWindow   *win = w->windows[i];
 
 		win->final_until = TIMESTAMP_NOT_FINITE(w->watermark) ? DT_NOBEGIN :
-			w->watermark - win->lateness_us;
+			w->watermark - sa_final_horizon(win);
 		win->retention_done = 0;
 	}
 	w->had_error_at_start = sa_catalog_has_last_error(w->st->name);

@@ -198,6 +198,31 @@ ok(wait_for($node, q{SELECT a || ' | ' || b || ' | ' || c || ' | ' || d FROM uni
 	'epoch numbers in seconds, microseconds and (by default) milliseconds; a time without offset in the TimeZone (UTC here)');
 $node->safe_psql('postgres', q{SELECT streamagg.drop_stream('units', cascade => true)});
 
+# ---------------------------------------------------------------- session rows final only when nothing on time can change them
+
+create_topic('nc_sess', 1);
+$node->safe_psql('postgres', qq{
+	SELECT streamagg.create_stream('sess', 'nc_sess', '$brokers', 'k text, ts timestamptz', event_time => 'ts');
+	SELECT streamagg.create_window('sess_w', 'sess', size => NULL, session_gap => '60 seconds',
+		group_by => 'k');});
+sub sess_msg { my ($k, $t) = @_; return { partition => 0, payload => qq({"k": "$k", "ts": "2024-05-01T$t.000Z"}) }; }
+produce('nc_sess', [ sess_msg('a', '12:40:00'), sess_msg('a', '12:40:30'), sess_msg('b', '12:41:40') ]);
+ok(wait_for($node, q{SELECT streamagg.watermark('sess')}, '2024-05-01 12:41:40+00', 60), 'watermark at 12:41:40');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM sess_w_final WHERE k = 'a'}), '0',
+	'the session [12:40:00, 12:41:30) is not final yet: an on-time row may still extend it');
+produce('nc_sess', [ sess_msg('a', '12:40:50') ]);
+ok(wait_for($node, q{SELECT count || ' ' || window_end FROM sess_w WHERE k = 'a'}, '3 2024-05-01 12:41:50+00', 60),
+	'an on-time row at 12:40:50 extends it');
+produce('nc_sess', [ sess_msg('b', '12:43:00') ]);
+ok(wait_for($node, q{SELECT count || ' ' || window_end FROM sess_w_final WHERE k = 'a'}, '3 2024-05-01 12:41:50+00', 60),
+	'once window_end + gap + lateness <= watermark it is final');
+produce('nc_sess', [ sess_msg('a', '12:40:10'), sess_msg('b', '12:43:01') ]);
+ok(wait_for($node, q{SELECT count(*) FROM streamagg.dead_letters WHERE stream = 'sess' AND reason = 'late'}, '1', 60),
+	'a row that would change a final session is late');
+is($node->safe_psql('postgres', q{SELECT count || ' ' || window_end FROM sess_w_final WHERE k = 'a'}),
+	'3 2024-05-01 12:41:50+00', 'the final row did not change');
+$node->safe_psql('postgres', q{SELECT streamagg.drop_stream('sess', cascade => true)});
+
 # ---------------------------------------------------------------- where partitions start
 
 # One worker slot (streamagg.max_workers = 1): worker 1 of a two-worker
