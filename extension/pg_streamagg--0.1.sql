@@ -27,6 +27,10 @@ CREATE TABLE streamagg.streams (
     state        text NOT NULL DEFAULT 'running'
                  CHECK (state IN ('running', 'paused', 'stopped')),
     last_error   text,
+    failed_partition int,        -- on_error = 'stop': the message it stopped at
+    failed_offset    bigint,
+    skip_partition   int,        -- resume(skip => true): treat it as a dead letter
+    skip_offset      bigint,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
@@ -95,7 +99,8 @@ SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
 REVOKE ALL ON streamagg.streams, streamagg.windows, streamagg.offsets,
               streamagg.dead_letters FROM PUBLIC;
 GRANT SELECT (name, topic, brokers, columns, format, event_time, start_from,
-              restart_from, parallelism, on_error, owner, state, last_error, created_at)
+              restart_from, parallelism, on_error, owner, state, last_error,
+              failed_partition, failed_offset, skip_partition, skip_offset, created_at)
     ON streamagg.streams TO PUBLIC;
 GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters TO PUBLIC;
 
@@ -220,7 +225,7 @@ CREATE FUNCTION streamagg.create_stream(
     parallelism int DEFAULT 1,
     on_error    text DEFAULT 'dead_letter',
     options     jsonb DEFAULT '{}')
-RETURNS void AS 'MODULE_PATHNAME', 'sa_create_stream' LANGUAGE C CALLED ON NULL INPUT;
+RETURNS text AS 'MODULE_PATHNAME', 'sa_create_stream' LANGUAGE C CALLED ON NULL INPUT;
 
 CREATE FUNCTION streamagg.create_window(
     name             text,
@@ -244,7 +249,7 @@ AS 'MODULE_PATHNAME', 'sa_drop_stream' LANGUAGE C;
 CREATE FUNCTION streamagg.pause(stream text) RETURNS void
 AS 'MODULE_PATHNAME', 'sa_pause' LANGUAGE C;
 
-CREATE FUNCTION streamagg.resume(stream text) RETURNS void
+CREATE FUNCTION streamagg.resume(stream text, skip boolean DEFAULT false) RETURNS void
 AS 'MODULE_PATHNAME', 'sa_resume' LANGUAGE C;
 
 -- "to" is a reserved word in SQL: in named notation write "to" => ...

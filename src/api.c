@@ -345,7 +345,8 @@ sa_create_stream(PG_FUNCTION_ARGS)
 	sa_catalog_insert_stream(st, columns, format, event_time, on_error);
 	SPI_finish();
 	sa_wake_manager_at_commit();
-	PG_RETURN_VOID();
+	/* the name, for chaining; it starts consuming when a window reads it */
+	PG_RETURN_TEXT_P(cstring_to_text(st->name));
 }
 
 static int64
