@@ -283,10 +283,20 @@ sa_kafka_partitions(SaWorker *w)
 	}
 	rd_kafka_topic_destroy(rkt);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		/*
+		 * Why the brokers are out of reach (authentication, TLS, ...) is
+		 * in an error event that may not have been served yet: serve it,
+		 * and tell the last one along with the error.
+		 */
+		rd_kafka_poll(w->rk, 0);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the metadata of topic \"%s\" from %s: %s",
-						w->st->topic, w->st->brokers, rd_kafka_err2str(err))));
+				 errmsg("could not read the metadata of topic \"%s\" from %s: %s%s%s%s",
+						w->st->topic, w->st->brokers, rd_kafka_err2str(err),
+						last_kafka_error[0] ? " (" : "", last_kafka_error,
+						last_kafka_error[0] ? ")" : "")));
+	}
 	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :

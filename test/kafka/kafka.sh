@@ -247,6 +247,8 @@ write_config() {
 	log.cleaner.dedupe.buffer.size=4194304
 	log.cleaner.backoff.ms=500
 	log.retention.check.interval.ms=1000
+	log.retention.ms=-1
+	log.retention.bytes=-1
 	broker.heartbeat.interval.ms=500
 	broker.session.timeout.ms=3000
 	replica.lag.time.max.ms=3000

@@ -32,6 +32,7 @@ our @EXPORT = qw(
   kafka_sasl_brokers kafka_ssl_brokers kafka_ca_pem kafka_sasl_user
   produce_transactions
   make_events load_truth differences create_counting_stream wait_caught_up
+  recent_base
 );
 
 sub kafka_dir
@@ -317,18 +318,27 @@ sub produce_transactions
 
 # ---------------------------------------------------------------- truth
 
+# recent_base(): a whole minute two hours ago, in ms since the epoch.  Event
+# times and Kafka timestamps of the tests are near it: much older messages
+# can be deleted by a broker's time retention (7 days by default).
+sub recent_base
+{
+	return (int(time() / 60) * 60 - 7200) * 1000;
+}
+
 # make_events($state, $n, %opts): $n JSON events {"k","v","ts"} as rows for
 # produce(); returns (\@rows, \@lines) where @lines are the same events as
 # COPY text lines "k<TAB>v<TAB>ts_ms" for load_truth.  $state (a hashref)
 # carries the sequence number between calls.
 #   partition => N   (default -1: the producer's partitioner, keyed)
-#   ts => sub { $seq -> epoch ms } (default: spread over 40 minutes, out of
-#         order); the Kafka message timestamp is the same as "ts"
+#   ts => sub { $seq -> epoch ms } (default: spread over 40 minutes after
+#         recent_base(), out of order); the Kafka message timestamp is the same as "ts"
+#   key => sub { $seq -> message key } (default "key$seq")
 sub make_events
 {
 	my ($state, $n, %opts) = @_;
 	my (@rows, @lines);
-	my $base = $state->{base} //= 1_700_000_000_000;
+	my $base = $state->{base} //= recent_base();
 	for (1 .. $n)
 	{
 		my $seq = ++$state->{seq};
@@ -338,7 +348,7 @@ sub make_events
 		push @rows,
 		  {
 			partition => $opts{partition} // -1,
-			key       => "key$seq",
+			key       => $opts{key} ? $opts{key}->($seq) : "key$seq",
 			ts        => $ts,
 			payload   => sprintf('{"k":"%s","v":%d,"ts":%d}', $k, $v, $ts),
 		  };
@@ -419,10 +429,19 @@ COMMIT;});
 sub wait_caught_up
 {
 	my ($node, $stream, $n, $timeout) = @_;
-	return wait_for($node,
+	my $ok = wait_for($node,
 		"SELECT coalesce(sum(messages), 0) || ' ' || coalesce(sum(lag), -1)
 		   FROM streamagg.partitions WHERE stream = '$stream'",
 		"$n 0", $timeout // 120);
+	diag("streamagg.partitions of $stream (partition|offset|high_watermark|lag|messages):\n"
+		  . (try_query($node,
+			"SELECT partition, \"offset\", high_watermark, lag, messages
+			   FROM streamagg.partitions WHERE stream = '$stream' ORDER BY 1") // '?')
+		  . "\nstatus: " . (try_query($node,
+			"SELECT state, lag, messages, watermark, last_error FROM streamagg.status
+			  WHERE stream = '$stream'") // '?'))
+	  unless $ok;
+	return $ok;
 }
 
 1;
