@@ -27,6 +27,7 @@
 #define SA_METADATA_TIMEOUT_MS 10000
 
 static char last_kafka_error[512];
+static char kafka_error_cause[512];	/* the last error that is not "all brokers down" */
 static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
 static char group_name[256];	/* streamagg.kafka_group, "" when unset */
 static char last_group_error[512];	/* of the group commits; "" when fine */
@@ -100,6 +101,8 @@ sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL &&
 		rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		strlcpy(fatal_kafka_error, fatal, sizeof(fatal_kafka_error));
+	if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		strlcpy(kafka_error_cause, reason, sizeof(kafka_error_cause));
 	if (strcmp(last_kafka_error, reason) != 0)
 	{
 		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
@@ -294,8 +297,8 @@ sa_kafka_partitions(SaWorker *w)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not read the metadata of topic \"%s\" from %s: %s%s%s%s",
 						w->st->topic, w->st->brokers, rd_kafka_err2str(err),
-						last_kafka_error[0] ? " (" : "", last_kafka_error,
-						last_kafka_error[0] ? ")" : "")));
+						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
+						kafka_error_cause[0] ? ")" : "")));
 	}
 	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{

@@ -747,15 +747,16 @@ run_tap() {
 		say "TAP: no test scripts, skipping"
 		return 0
 	fi
-	if [ -z "$EXTERNAL_KAFKA" ]; then
-		for s in "${TAP_SCRIPTS[@]}"; do
-			if needs_kafka "$s"; then
-				prepare_kafka
-				set_test_env
-				break
-			fi
-		done
-	fi
+	# the jars: for our brokers, and for Kafka's tools (also against an
+	# existing cluster)
+	for s in "${TAP_SCRIPTS[@]}"; do
+		if needs_kafka "$s"; then
+			prepare_kafka
+			set_test_env
+			break
+		fi
+	done
+	[ -n "$EXTERNAL_KAFKA" ] && say "TAP: against the existing Kafka cluster at $EXTERNAL_KAFKA"
 	say "TAP: ${#TAP_SCRIPTS[@]} script(s), $jobs at a time"
 	for s in "${TAP_SCRIPTS[@]}"; do
 		while [ "${#JOB_SCRIPT[@]}" -ge "$jobs" ]; do
