@@ -195,7 +195,13 @@ COMMIT;});
 			't', 30),
 		"watermark is the committed data's ($want_wm)")
 	  or diag('watermark: '
-		  . $node->safe_psql('postgres', "SELECT watermark FROM streamagg.status WHERE stream = 'txn'"));
+		  . $node->safe_psql('postgres', "SELECT watermark FROM streamagg.status WHERE stream = 'txn'")
+		  . "\nlargest committed event time per partition (ms): "
+		  . join(', ', map { "$_: $maxts{$_}" } sort keys %maxts)
+		  . "\nstreamagg.partitions: "
+		  . $node->safe_psql('postgres',
+			"SELECT string_agg(partition || ' ' || max_event_time || ' ' || idle, ', ' ORDER BY partition)
+			   FROM streamagg.partitions WHERE stream = 'txn'"));
   TODO:
 	{
 		# The worker's next offset only moves with the messages it reads:
