@@ -2,6 +2,9 @@
 #
 #   make / make install      build and install the extension
 #   make test                everything: deps, build, test broker, pg_regress, TAP
+#                            (the 1NN_kafka_* scripts against Apache Kafka)
+#   make kafkacheck          the real-broker subset against an existing cluster:
+#                            KAFKA_BROKERS=host:port,... make kafkacheck
 #   make demo                the main job end to end on a throwaway cluster
 #   make bench               the side-by-side benchmark
 
@@ -24,7 +27,7 @@ include $(PGXS)
 # every object depends on every header of ours (they are few and small)
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test demo bench tools unlink-installed-lib
+.PHONY: test kafkacheck demo bench tools unlink-installed-lib
 
 # `install` rewrites files in place; a running server that maps the old
 # library would execute the new bytes.  Unlinking first gives the new
@@ -38,6 +41,9 @@ tools:
 
 test:
 	bash test/run_tests.sh
+
+kafkacheck:
+	KAFKACHECK=1 SKIP_REGRESS=1 bash test/run_tests.sh
 
 demo:
 	bash test/demo.sh

@@ -5,8 +5,11 @@
  *
  * Offsets come from streamagg.offsets, never from Kafka's consumer-group
  * offsets: the worker assigns its partitions explicitly (no group
- * membership, no rebalances) at the offsets committed in the database,
- * and commits nothing to Kafka.
+ * membership, no rebalances) at the offsets committed in the database.
+ * Only with the stream option "streamagg.kafka_group" are the offsets
+ * committed in the database also committed to that Kafka consumer group,
+ * asynchronously and best-effort, for Kafka's lag tools to see; they are
+ * never read back.
  *
  * librdkafka runs threads of its own.  None of them may touch PostgreSQL
  * (elog, palloc, SPI), so its logs and errors are routed to the main
@@ -18,13 +21,64 @@
 #include "worker.h"
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #define SA_METADATA_TIMEOUT_MS 10000
 
 static char last_kafka_error[512];
+static char kafka_error_cause[512];	/* the last error that is not "all brokers down" */
 static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
+static char group_name[256];	/* streamagg.kafka_group, "" when unset */
+static char last_group_error[512];	/* of the group commits; "" when fine */
+
+/* The value of the stream option "streamagg.kafka_group", or NULL. */
+static const char *
+sa_kafka_group(SaStream *st)
+{
+	ListCell   *lc;
+
+	foreach(lc, sa_option_list(st->options))
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, "streamagg.kafka_group") == 0)
+			return strVal(opt->arg);
+	}
+	return NULL;
+}
+
+/*
+ * Result of an asynchronous group commit: runs on the worker's thread
+ * (served by rd_kafka_poll).  A failure is only logged, once per distinct
+ * error: PostgreSQL keeps the offsets that count.
+ */
+static void
+sa_kafka_group_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+						 rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	char		msg[512] = "";
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		snprintf(msg, sizeof(msg), "%s", rd_kafka_err2str(err));
+	for (int i = 0; offsets && msg[0] == '\0' && i < offsets->cnt; i++)
+		if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			snprintf(msg, sizeof(msg), "partition %d: %s", offsets->elems[i].partition,
+					 rd_kafka_err2str(offsets->elems[i].err));
+	if (strcmp(msg, last_group_error) == 0)
+		return;
+	if (msg[0] != '\0')
+		ereport(WARNING,
+				(errmsg("pg_streamagg could not commit offsets to Kafka consumer group \"%s\": %s",
+						group_name, msg),
+				 errdetail("The offsets in streamagg.offsets are not affected; the next commit tries again.")));
+	else
+		ereport(LOG,
+				(errmsg("pg_streamagg commits offsets to Kafka consumer group \"%s\" again",
+						group_name)));
+	strlcpy(last_group_error, msg, sizeof(last_group_error));
+}
 
 /* Log callback: runs on the worker's thread (served by rd_kafka_poll). */
 static void
@@ -48,6 +102,8 @@ sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL &&
 		rd_kafka_fatal_error(rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		strlcpy(fatal_kafka_error, fatal, sizeof(fatal_kafka_error));
+	if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+		strlcpy(kafka_error_cause, reason, sizeof(kafka_error_cause));
 	if (strcmp(last_kafka_error, reason) != 0)
 	{
 		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
@@ -77,11 +133,22 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char		kbytes[32];
+	const char *group = sa_kafka_group(st);
 	ListCell   *lc;
 
 	snprintf(kbytes, sizeof(kbytes), "%d", sa_queue_kbytes);
-	/* assign() wants a group id; nothing is ever committed under it */
-	if (!conf_set(conf, "group.id", psprintf("pg_streamagg.%s", st->name), errstr, errlen) ||
+
+	/*
+	 * assign() wants a group id; nothing is committed under it unless it
+	 * is the user's streamagg.kafka_group (never subscribed: we assign)
+	 */
+	if (group != NULL && group[0] == '\0')
+	{
+		snprintf(errstr, errlen, "streamagg.kafka_group must not be empty");
+		goto fail;
+	}
+	if (!conf_set(conf, "group.id", group ? group : psprintf("pg_streamagg.%s", st->name),
+				  errstr, errlen) ||
 		!conf_set(conf, "bootstrap.servers", st->brokers, errstr, errlen) ||
 		!conf_set(conf, "client.id", "pg_streamagg", errstr, errlen) ||
 		!conf_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
@@ -107,6 +174,8 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 		goto fail;
 	rd_kafka_conf_set_log_cb(conf, sa_kafka_log);
 	rd_kafka_conf_set_error_cb(conf, sa_kafka_error);
+	if (group != NULL)
+		rd_kafka_conf_set_offset_commit_cb(conf, sa_kafka_group_committed);
 	return conf;
 
 fail:
@@ -120,10 +189,24 @@ sa_kafka_conf_destroy(rd_kafka_conf_t *conf)
 	rd_kafka_conf_destroy(conf);
 }
 
+/*
+ * At process exit: destroy the consumer if an error ended the worker with
+ * it still running.  Exiting while librdkafka's threads still work (a SASL
+ * or TLS handshake in progress) can crash the process, and a crashed
+ * worker restarts the whole server.
+ */
+static void
+sa_kafka_at_exit(int code, Datum arg)
+{
+	sa_kafka_stop((SaWorker *) DatumGetPointer(arg));
+}
+
 /* Create the consumer (not yet assigned). */
 void
 sa_kafka_start(SaWorker *w)
 {
+	static bool exit_hook = false;
+
 	char		errstr[512];
 	rd_kafka_conf_t *conf = sa_kafka_conf(w->st, errstr, sizeof(errstr));
 
@@ -137,8 +220,38 @@ sa_kafka_start(SaWorker *w)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not create a Kafka consumer for stream \"%s\": %s",
 						w->st->name, errstr)));
+	if (!exit_hook)
+	{
+		before_shmem_exit(sa_kafka_at_exit, PointerGetDatum(w));
+		exit_hook = true;
+	}
 	rd_kafka_set_log_queue(w->rk, NULL);
 	w->queue = rd_kafka_queue_get_consumer(w->rk);
+	strlcpy(group_name, sa_kafka_group(w->st) ? sa_kafka_group(w->st) : "", sizeof(group_name));
+}
+
+/*
+ * After a database commit: commit the same offsets to the Kafka consumer
+ * group of streamagg.kafka_group, asynchronously (the result is logged by
+ * sa_kafka_group_committed when a failure starts or ends).
+ */
+void
+sa_kafka_group_commit(SaWorker *w)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (group_name[0] == '\0' || w->rk == NULL || w->nparts == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(w->nparts);
+	for (int i = 0; i < w->nparts; i++)
+		if (w->parts[i].committed >= 0)
+			rd_kafka_topic_partition_list_add(list, w->st->topic,
+											  w->parts[i].partition)->offset = w->parts[i].committed;
+	err = list->cnt > 0 ? rd_kafka_commit(w->rk, list, 1) : RD_KAFKA_RESP_ERR_NO_ERROR;
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		sa_kafka_group_committed(w->rk, err, NULL, NULL);
 }
 
 /* Close and destroy the consumer; nothing is committed to Kafka. */
@@ -196,10 +309,20 @@ sa_kafka_partitions(SaWorker *w)
 	}
 	rd_kafka_topic_destroy(rkt);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		/*
+		 * Why the brokers are out of reach (authentication, TLS, ...) is
+		 * in an error event that may not have been served yet: serve it,
+		 * and tell the last one along with the error.
+		 */
+		rd_kafka_poll(w->rk, 0);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the metadata of topic \"%s\" from %s: %s",
-						w->st->topic, w->st->brokers, rd_kafka_err2str(err))));
+				 errmsg("could not read the metadata of topic \"%s\" from %s: %s%s%s%s",
+						w->st->topic, w->st->brokers, rd_kafka_err2str(err),
+						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
+						kafka_error_cause[0] ? ")" : "")));
+	}
 	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err :

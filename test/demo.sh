@@ -6,10 +6,14 @@
 # five minutes sliding by one); the demo prints the tables, the status
 # view and the dead letters, then cleans up.
 #
-# It starts the test broker and a throwaway PostgreSQL cluster unless
-# KAFKA_BROKERS (a bootstrap list) and PGHOST (with PGPORT, PGUSER,
-# PGDATABASE as usual; the server must preload pg_streamagg) point at real
-# ones.  DEMO_MESSAGES sets how many events to produce (default 50000).
+# It starts a real Apache Kafka broker (test/kafka/kafka.sh; the jars come
+# from Maven Central the first time, KAFKA_VERSION picks the version) and a
+# throwaway PostgreSQL cluster unless KAFKA_BROKERS (a bootstrap list of an
+# existing cluster; the topic must exist or be auto-created) and PGHOST
+# (with PGPORT, PGUSER, PGDATABASE as usual; the server must preload
+# pg_streamagg) point at existing ones.  DEMO_BROKER=mock uses librdkafka's
+# mock cluster instead of Kafka.  DEMO_MESSAGES sets how many events to
+# produce (default 50000).
 
 set -euo pipefail
 
@@ -21,6 +25,7 @@ TOPIC=${DEMO_TOPIC:-access-log}
 WORK=$(mktemp -d /tmp/pg_streamagg_demo.XXXXXX)
 chmod 755 "$WORK"
 BROKER_PID=""
+KAFKA_DIR=""
 OWN_CLUSTER=0
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -37,6 +42,7 @@ cleanup() {
 		psql -qX -c "SELECT streamagg.drop_stream('access', cascade => true)" >/dev/null 2>&1
 	fi
 	[ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+	[ -n "$KAFKA_DIR" ] && bash test/kafka/kafka.sh stop "$KAFKA_DIR" >/dev/null 2>&1
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -44,6 +50,11 @@ trap cleanup EXIT
 install_missing() {
 	local pkgs=(postgresql-15 postgresql-server-dev-15 librdkafka-dev pkg-config make gcc python3)
 	local missing=() p
+	if [ -z "${KAFKA_BROKERS:-}" ] && [ "${DEMO_BROKER:-kafka}" != mock ]; then
+		pkgs+=(kcat openssl util-linux)
+		command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
+		command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
+	fi
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
@@ -66,6 +77,16 @@ start_broker() {
 		say "using Kafka at $KAFKA_BROKERS"
 		return
 	fi
+	if [ "${DEMO_BROKER:-kafka}" != mock ]; then
+		say "starting Apache Kafka ${KAFKA_VERSION:-$(bash test/kafka/kafka.sh versions | cut -d' ' -f1)} (KRaft, one node on loopback)"
+		bash test/kafka/kafka.sh fetch
+		KAFKA_DIR=$WORK/kafka
+		bash test/kafka/kafka.sh start "$KAFKA_DIR"
+		KAFKA_BROKERS=$(cat "$KAFKA_DIR/bootstrap")
+		bash test/kafka/kafka.sh tool "$KAFKA_DIR" kafka-topics --create --topic "$TOPIC" --partitions 4
+		echo "    bootstrap: $KAFKA_BROKERS"
+		return
+	fi
 	say "starting the test broker (librdkafka's mock cluster, 3 brokers on loopback)"
 	test/bin/mock_broker --dir "$WORK/broker" "$TOPIC:4" &
 	BROKER_PID=$!
@@ -75,7 +96,7 @@ start_broker() {
 }
 
 start_cluster() {
-	PGBIN=$(pg_config --bindir)
+	PGBIN=$("${PG_CONFIG:-pg_config}" --bindir)
 	if [ -n "${PGHOST:-}" ]; then
 		say "using PostgreSQL at $PGHOST"
 		return
