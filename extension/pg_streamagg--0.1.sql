@@ -128,7 +128,7 @@ CREATE POLICY own_streams ON streamagg.dead_letters FOR SELECT
 CREATE FUNCTION streamagg._live_partitions(
     OUT stream text, OUT partition int, OUT pid int, OUT worker int,
     OUT high_watermark bigint, OUT max_event_time timestamptz,
-    OUT last_message timestamptz)
+    OUT last_message timestamptz, OUT unreachable boolean)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'sa_live_partitions' LANGUAGE C;
 
 CREATE FUNCTION streamagg._live_workers(
@@ -172,7 +172,8 @@ SELECT o.stream, o.partition, o.next_offset AS "offset", l.high_watermark,
        l.last_message < now() - make_interval(secs => coalesce(
            (SELECT (s.options->>'streamagg.idle_timeout')::float8 / 1000
               FROM streamagg.streams s WHERE s.name = o.stream),
-           extract(epoch FROM current_setting('streamagg.idle_timeout')::interval)::float8)) AS idle,
+           extract(epoch FROM current_setting('streamagg.idle_timeout')::interval)::float8))
+         AND NOT l.unreachable AS idle,   -- quiet, never cut off
        l.pid AS worker_pid
 FROM streamagg.offsets o
 LEFT JOIN streamagg._live_partitions() l USING (stream, partition)

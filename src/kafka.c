@@ -26,10 +26,13 @@
 #include "utils/timestamp.h"
 
 #define SA_METADATA_TIMEOUT_MS 10000
+#define SA_UNREACHABLE_PROBE_MS 5000
 
 static char last_kafka_error[512];
 static char kafka_error_cause[512];	/* the last error that is not "all brokers down" */
 static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
+static TimestampTz brokers_down_since = 0;	/* all brokers down since; 0: up */
+static TimestampTz last_probe = 0;
 static char group_name[256];	/* streamagg.kafka_group, "" when unset */
 static char last_group_error[512];	/* of the group commits; "" when fine */
 
@@ -104,6 +107,8 @@ sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		strlcpy(fatal_kafka_error, fatal, sizeof(fatal_kafka_error));
 	if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 		strlcpy(kafka_error_cause, reason, sizeof(kafka_error_cause));
+	else if (brokers_down_since == 0)
+		brokers_down_since = GetCurrentTimestamp();
 	if (strcmp(last_kafka_error, reason) != 0)
 	{
 		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
@@ -277,6 +282,48 @@ sa_kafka_serve(SaWorker *w)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("fatal Kafka error: %s", fatal_kafka_error)));
+}
+
+/*
+ * Since when no broker can be reached (0: reachable).  librdkafka says
+ * when all brokers are down but not when one is back: a message read
+ * says so, and on a quiet topic a short metadata request every few
+ * seconds.
+ */
+TimestampTz
+sa_kafka_unreachable_since(SaWorker *w, bool got_messages)
+{
+	TimestampTz now;
+
+	if (brokers_down_since == 0)
+		return 0;
+	if (got_messages)
+	{
+		brokers_down_since = 0;
+		return 0;
+	}
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(last_probe, now, SA_UNREACHABLE_PROBE_MS))
+	{
+		const struct rd_kafka_metadata *md;
+		rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->st->topic, NULL);
+
+		last_probe = now;
+		if (rd_kafka_metadata(w->rk, 0, rkt, &md, 500) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			rd_kafka_metadata_destroy(md);
+			brokers_down_since = 0;
+		}
+		rd_kafka_topic_destroy(rkt);
+	}
+	return brokers_down_since;
+}
+
+/* The last broker error that said more than "all brokers are down". */
+const char *
+sa_kafka_error_cause(void)
+{
+	return kafka_error_cause[0] ? kafka_error_cause : "all brokers are down";
 }
 
 /* A consumer error delivered as a message: logged once per distinct error. */

@@ -94,6 +94,7 @@ typedef struct SaWorkerSlot
 	Oid			dboid;
 	int32		index;
 	Oid			owner;			/* the stream's owner: who may see this slot */
+	bool		unreachable;	/* no broker reachable for a while */
 	char		stream[SA_NAME_LEN];
 	TimestampTz started_at;
 	TimestampTz watermark;		/* DT_NOBEGIN when unknown */

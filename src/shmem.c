@@ -351,8 +351,8 @@ sa_live_partitions(PG_FUNCTION_ARGS)
 		for (int p = 0; p < slot->nparts; p++)
 		{
 			SaPartLive *part = &slot->parts[p];
-			Datum		values[7];
-			bool		nulls[7] = {0};
+			Datum		values[8];
+			bool		nulls[8] = {0};
 
 			values[0] = CStringGetTextDatum(slot->stream);
 			values[1] = Int32GetDatum(part->partition);
@@ -364,6 +364,7 @@ sa_live_partitions(PG_FUNCTION_ARGS)
 			nulls[5] = TIMESTAMP_NOT_FINITE(part->max_event_time);
 			values[6] = TimestampTzGetDatum(part->last_message);
 			nulls[6] = part->last_message == 0;
+			values[7] = BoolGetDatum(slot->unreachable);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

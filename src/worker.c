@@ -63,6 +63,7 @@
 #define SA_BACKLOG_MESSAGES 5000	/* fetched and waiting: we are behind */
 #define SA_BATCH_DEAD_BYTES (16 * 1024 * 1024)	/* dead letters a batch may hold */
 #define SA_WINDOW_FAILING 10		/* a window failing on this many messages in a row... */
+#define SA_UNREACHABLE_MS 30000		/* brokers unreachable this long show in the status */
 
 /* Why a batch or a run ended. */
 typedef enum SaRunEnd
@@ -705,6 +706,33 @@ idle_tick(SaWorker *w)
 
 /* ---------- the loop ---------- */
 
+/*
+ * Brokers unreachable for longer than SA_UNREACHABLE_MS: say so in
+ * last_error (the stream shows 'failing') and in shared memory (its
+ * partitions are not 'idle': they are cut off); undo both when they are
+ * back.  Between batches only.
+ */
+static void
+check_reachable(SaWorker *w, bool got_messages)
+{
+	TimestampTz since = sa_kafka_unreachable_since(w, got_messages);
+	bool		gone = since != 0 &&
+		TimestampDifferenceExceeds(since, GetCurrentTimestamp(), SA_UNREACHABLE_MS);
+
+	if (gone == w->unreachable_reported || w->in_xact)
+		return;
+	w->slot->unreachable = gone;
+	sa_begin_xact();
+	sa_catalog_set_last_error(w->st->name, gone ?
+							  psprintf("cannot reach the brokers %s since %s: %s",
+									   w->st->brokers, sa_ts_text(since), sa_kafka_error_cause()) : NULL);
+	sa_commit_xact();
+	ereport(LOG,
+			(errmsg("pg_streamagg stream \"%s\": %s", w->st->name,
+					gone ? "brokers unreachable" : "brokers reachable again")));
+	w->unreachable_reported = gone;
+}
+
 /* Consume and commit until a reload or a stop is needed. */
 static SaRunEnd
 worker_run(SaWorker *w)
@@ -757,6 +785,7 @@ worker_run(SaWorker *w)
 			return SA_RUN_RELOAD;
 		if (w->stop_requested)
 			return SA_RUN_STOP;
+		check_reachable(w, n > 0);
 		if (w->batch_count == 0)
 		{
 			if (!idle_tick(w))

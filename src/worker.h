@@ -116,6 +116,7 @@ typedef struct SaWorker
 	List	   *poison;			/* SaPoison, in TopMemoryContext */
 	bool		fenced;			/* the last commit found the epoch changed */
 	bool		had_error_at_start; /* streams.last_error was set */
+	bool		unreachable_reported;	/* last_error says the brokers are gone */
 } SaWorker;
 
 /* worker.c */
@@ -169,6 +170,8 @@ extern void sa_kafka_serve(SaWorker *w);
 extern void sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg);
 extern int64 sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from);
 extern void sa_kafka_update_watermarks(SaWorker *w);
+extern TimestampTz sa_kafka_unreachable_since(SaWorker *w, bool got_messages);
+extern const char *sa_kafka_error_cause(void);
 extern void sa_kafka_group_commit(SaWorker *w);
 
 /* sink.c */

@@ -100,7 +100,13 @@ $node->poll_query_until('postgres', "SELECT messages > 2000 FROM streamagg.statu
   or die 'outage: no progress';
 broker_cmd("down $_") for 1 .. 3;
 my $during = q1("SELECT messages FROM streamagg.status WHERE stream = 'outage'");
-sleep 3;    # an outage has a length: the brokers stay down for 3 s
+# A long outage shows: the stream is failing with the reason, its
+# partitions are not 'idle' (cut off is not quiet).
+ok(wait_for($node, "SELECT state || ':' || (last_error LIKE 'cannot reach the brokers % since %')::int "
+		  . "FROM streamagg.status WHERE stream = 'outage'", 'failing:1', 90),
+	'outage: after 30 s without brokers the status says failing, and why');
+is(q1("SELECT count(*) FROM streamagg.partitions WHERE stream = 'outage' AND idle"), '0',
+	'outage: no partition shows as idle while the brokers are unreachable');
 broker_cmd("up $_") for 1 .. 3;
 broker_cmd("rtt $_ 0") for 1 .. 3;
 ok($during < $n, "outage: the brokers went down in the middle of the stream ($during of $n committed)");
@@ -110,6 +116,9 @@ my $truth = join(',', map { my $k = $_; my @v = grep { $_ % 7 == $k } 1 .. $n; s
 is(q1("SELECT string_agg(n || ':' || s, ',' ORDER BY k) FROM outage_w"), $truth,
 	'outage: no message lost or counted twice');
 is(q1("SELECT workers FROM streamagg.status WHERE stream = 'outage'"), '1', 'outage: the worker is still there');
+ok(wait_for($node, "SELECT state || ':' || coalesce(last_error, '') FROM streamagg.status WHERE stream = 'outage'",
+		'running:', 60),
+	'outage: once the brokers are back the status is running again');
 
 # ---------------------------------------------------------------------------
 # 3. Brokers that cannot be reached: the stream is 'failing' with the reason,
