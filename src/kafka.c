@@ -21,7 +21,6 @@
 #include "worker.h"
 
 #include "miscadmin.h"
-#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -194,24 +193,10 @@ sa_kafka_conf_destroy(rd_kafka_conf_t *conf)
 	rd_kafka_conf_destroy(conf);
 }
 
-/*
- * At process exit: destroy the consumer if an error ended the worker with
- * it still running.  Exiting while librdkafka's threads still work (a SASL
- * or TLS handshake in progress) can crash the process, and a crashed
- * worker restarts the whole server.
- */
-static void
-sa_kafka_at_exit(int code, Datum arg)
-{
-	sa_kafka_stop((SaWorker *) DatumGetPointer(arg));
-}
-
 /* Create the consumer (not yet assigned). */
 void
 sa_kafka_start(SaWorker *w)
 {
-	static bool exit_hook = false;
-
 	char		errstr[512];
 	rd_kafka_conf_t *conf = sa_kafka_conf(w->st, errstr, sizeof(errstr));
 
@@ -225,11 +210,6 @@ sa_kafka_start(SaWorker *w)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not create a Kafka consumer for stream \"%s\": %s",
 						w->st->name, errstr)));
-	if (!exit_hook)
-	{
-		before_shmem_exit(sa_kafka_at_exit, PointerGetDatum(w));
-		exit_hook = true;
-	}
 	rd_kafka_set_log_queue(w->rk, NULL);
 	w->queue = rd_kafka_queue_get_consumer(w->rk);
 	strlcpy(group_name, sa_kafka_group(w->st) ? sa_kafka_group(w->st) : "", sizeof(group_name));

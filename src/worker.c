@@ -853,6 +853,12 @@ sa_worker_main(Datum arg)
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
 		record_failure(w->args.stream, edata->message);
+
+		/*
+		 * The consumer is not destroyed here: rd_kafka_destroy() after an
+		 * error was seen to wait for good on a broker thread, which holds
+		 * up the worker's exit and the server's stop.
+		 */
 		proc_exit(1);
 	}
 	PG_exception_stack = &local_sigjmp_buf;
