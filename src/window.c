@@ -293,6 +293,26 @@ sa_window_prepare_exec(SaWindow *w)
 		w->filterstate = ExecInitExpr(expression_planner(w->filter), NULL);
 }
 
+/* The hash of a group's values (NULL-aware), as the batch's index uses it. */
+uint32
+sa_key_hash(SaWindow *w, Datum *keys, bool *nulls)
+{
+	uint32		h = 0;
+
+	for (int i = 0; i < w->ngroups; i++)
+		h = hash_combine(h, nulls[i] ? 0x9e3779b9 :
+						 DatumGetUInt32(FunctionCall1Coll(&w->groups[i].hashfn,
+														  w->groups[i].collation, keys[i])));
+	return h;
+}
+
+/* The hash of (window start, group). */
+uint32
+sa_group_hash(uint32 keyhash, int64 wstart)
+{
+	return hash_combine(keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
+}
+
 /*
  * Evaluate the window's expressions for the current message (its column
  * values are the econtext's parameters).  Returns false when the filter
@@ -301,8 +321,6 @@ sa_window_prepare_exec(SaWindow *w)
 bool
 sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 {
-	uint32		h = 0;
-
 	if (w->filterstate)
 	{
 		bool		isnull;
@@ -316,11 +334,8 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 		SaGroupCol *g = &w->groups[i];
 
 		in->keys[i] = ExecEvalExprSwitchContext(g->state, econtext, &in->keynulls[i]);
-		h = hash_combine(h, in->keynulls[i] ? 0x9e3779b9 :
-						 DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation,
-														  in->keys[i])));
 	}
-	in->keyhash = h;
+	in->keyhash = sa_key_hash(w, in->keys, in->keynulls);
 	for (int i = 0; i < w->naggs; i++)
 	{
 		if (w->aggs[i].argstate)
@@ -452,7 +467,7 @@ new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext 
 static SaGroup *
 lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt, bool create)
 {
-	uint32		hash = hash_combine(in->keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
+	uint32		hash = sa_group_hash(in->keyhash, wstart);
 	uint32		pos;
 	SaGroup    *g;
 
@@ -836,6 +851,7 @@ sa_load_windows(SaStream *st)
 		w->gap_us = interval_col(tup, desc, 7, 0);
 		w->lateness_us = interval_col(tup, desc, 11, 0);
 		w->retention_us = interval_col(tup, desc, 12, -1);
+		w->sole_writer = st->parallelism == 1;
 		sa_window_prepare_exec(w);
 		windows = lappend(windows, w);
 		MemoryContextSwitchTo(spicxt);
