@@ -290,10 +290,21 @@ skip_value(JsonScan *s, int depth)
 static void
 set_epoch_millis(JsonScan *s, int col, const char *text, size_t len)
 {
-	char	   *num = pnstrdup(text, len);
-	double		ms = strtod(num, NULL);
-	double		us = ms * 1000.0 - (double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	char	   *num;
+	double		ms;
+	double		us;
 	TimestampTz ts;
+
+	if (sa_parse_epoch_millis(text, len, &ts))
+	{
+		/* a plain integer: exact, as the arithmetic below */
+		s->w->params->params[col].value = TimestampTzGetDatum(ts);
+		s->w->params->params[col].isnull = false;
+		return;
+	}
+	num = pnstrdup(text, len);
+	ms = strtod(num, NULL);
+	us = ms * 1000.0 - (double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 
 	if (!(us > (double) MIN_TIMESTAMP && us < (double) END_TIMESTAMP))
 		ereport(ERROR,

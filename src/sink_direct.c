@@ -122,21 +122,6 @@ map_reset(SaWindow *w, Relation rel)
 	m->loaded = MemoryContextAlloc(m->cxt, sizeof(int64) * m->maxloaded);
 }
 
-static bool
-keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2)
-{
-	for (int i = 0; i < w->ngroups; i++)
-	{
-		if (n1[i] != n2[i])
-			return false;
-		if (!n1[i] &&
-			!DatumGetBool(FunctionCall2Coll(&w->groups[i].eqfn, w->groups[i].collation,
-											k1[i], k2[i])))
-			return false;
-	}
-	return true;
-}
-
 /* The slot of (wstart, keys): the entry, or the empty slot it would take. */
 static SaKnownRow **
 map_slot(SaWindow *w, uint32 hash, int64 wstart, Datum *keys, bool *nulls)
@@ -148,7 +133,7 @@ map_slot(SaWindow *w, uint32 hash, int64 wstart, Datum *keys, bool *nulls)
 	while ((e = m->slots[pos]) != NULL)
 	{
 		if (e->hash == hash && e->wstart == wstart &&
-			keys_equal(w, e->keys, e->keynulls, keys, nulls))
+			sa_keys_equal(w, e->keys, e->keynulls, keys, nulls))
 			break;
 		pos = (pos + 1) & (m->nslots - 1);
 	}
@@ -444,7 +429,7 @@ stored_row_matches(SaWindow *w, TupleTableSlot *stored, SaGroup *g)
 	slot_getallattrs(stored);
 	if (stored->tts_isnull[0] || DatumGetTimestampTz(stored->tts_values[0]) != g->wstart)
 		return false;
-	return keys_equal(w, stored->tts_values + 2, stored->tts_isnull + 2, g->keys, g->keynulls);
+	return sa_keys_equal(w, stored->tts_values + 2, stored->tts_isnull + 2, g->keys, g->keynulls);
 }
 
 typedef struct SaDirect

@@ -40,6 +40,7 @@
 #include "parser/parse_oper.h"
 #include "parser/parse_target.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -129,6 +130,8 @@ compile_groups(SaWindow *w, SaStream *st, const char *group_by)
 							g->name, format_type_be(g->typid))));
 		fmgr_info(tce->hash_proc, &g->hashfn);
 		fmgr_info(get_opcode(tce->eq_opr), &g->eqfn);
+		g->bytewise = (g->typid == TEXTOID || g->typid == VARCHAROID) &&
+			OidIsValid(g->collation) && get_collation_isdeterministic(g->collation);
 		i++;
 	}
 }
@@ -293,17 +296,61 @@ sa_window_prepare_exec(SaWindow *w)
 		w->filterstate = ExecInitExpr(expression_planner(w->filter), NULL);
 }
 
-/* The hash of a group's values (NULL-aware), as the batch's index uses it. */
+/*
+ * The hash of a group's values (NULL-aware), as the batch's index uses it.
+ * Text under a deterministic collation is hashed here as hashtext does it,
+ * without a function call and a collation lookup per value.
+ */
 uint32
 sa_key_hash(SaWindow *w, Datum *keys, bool *nulls)
 {
 	uint32		h = 0;
 
 	for (int i = 0; i < w->ngroups; i++)
-		h = hash_combine(h, nulls[i] ? 0x9e3779b9 :
-						 DatumGetUInt32(FunctionCall1Coll(&w->groups[i].hashfn,
-														  w->groups[i].collation, keys[i])));
+	{
+		SaGroupCol *g = &w->groups[i];
+		uint32		k;
+
+		if (nulls[i])
+			k = 0x9e3779b9;
+		else if (g->bytewise)
+		{
+			struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(keys[i]));
+
+			k = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+		}
+		else
+			k = DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation, keys[i]));
+		h = hash_combine(h, k);
+	}
 	return h;
+}
+
+/* Are two group keys equal (NULLs equal to each other, as in GROUP BY)? */
+bool
+sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2)
+{
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		SaGroupCol *g = &w->groups[i];
+
+		if (n1[i] != n2[i])
+			return false;
+		if (n1[i])
+			continue;
+		if (g->bytewise)
+		{
+			struct varlena *a = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(k1[i]));
+			struct varlena *b = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(k2[i]));
+
+			if (VARSIZE_ANY_EXHDR(a) != VARSIZE_ANY_EXHDR(b) ||
+				memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) != 0)
+				return false;
+		}
+		else if (!DatumGetBool(FunctionCall2Coll(&g->eqfn, g->collation, k1[i], k2[i])))
+			return false;
+	}
+	return true;
 }
 
 /* The hash of (window start, group). */
@@ -402,16 +449,7 @@ group_matches(SaWindow *w, SaGroup *g, uint32 hash, int64 wstart, SaRowInput *in
 {
 	if (g->hash != hash || g->wstart != wstart)
 		return false;
-	for (int i = 0; i < w->ngroups; i++)
-	{
-		if (g->keynulls[i] != in->keynulls[i])
-			return false;
-		if (!g->keynulls[i] &&
-			!DatumGetBool(FunctionCall2Coll(&w->groups[i].eqfn, w->groups[i].collation,
-											g->keys[i], in->keys[i])))
-			return false;
-	}
-	return true;
+	return sa_keys_equal(w, g->keys, g->keynulls, in->keys, in->keynulls);
 }
 
 static void

@@ -60,6 +60,8 @@ typedef struct SaGroupCol
 	ExprState  *state;
 	FmgrInfo	hashfn;
 	FmgrInfo	eqfn;
+	bool		bytewise;		/* text/varchar, deterministic collation:
+								 * equal iff the bytes are, hashed as hashtext */
 } SaGroupCol;
 
 /* Running value of one aggregate in one group of a batch. */
@@ -176,6 +178,7 @@ extern void sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, Mem
 extern void sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt);
 
 extern uint32 sa_key_hash(SaWindow *w, Datum *keys, bool *nulls);
+extern bool sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2);
 extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
 
 /* sink_direct.c */
