@@ -32,8 +32,11 @@
  * only index, no triggers, rules, row level security, CHECK or extra NOT
  * NULL constraints, and the current user (the stream's owner) holds
  * SELECT, INSERT and UPDATE on it.  Otherwise the SQL path runs, with all
- * its checks.  Windows with avg (a companion state table) always take the
- * SQL path.
+ * its checks.  Windows with avg (a companion state table), and hopping
+ * windows of more than SA_DIRECT_MAX_HOPS hops (their map would hold a row
+ * per hop and group), always take the SQL path.  A map that outgrows
+ * SA_DIRECT_MAX_ROWS is dropped and rebuilt window by window, which bounds
+ * the worker's memory.
  *
  *-------------------------------------------------------------------------
  */
@@ -58,6 +61,8 @@
 #include "utils/timestamp.h"
 
 #define SA_DIRECT_CHUNK 1000	/* rows per multi-insert */
+#define SA_DIRECT_MAX_HOPS 64	/* hopping windows with more go through SQL */
+#define SA_DIRECT_MAX_ROWS 500000	/* a map past this is dropped (memory bound) */
 
 /* One row of the result table this worker knows of. */
 typedef struct SaKnownRow
@@ -589,6 +594,7 @@ sa_direct_flush(SaWindow *w)
 
 	if (!w->sole_writer || w->navg > 0 ||
 		(w->kind != SA_WIN_TUMBLING && w->kind != SA_WIN_HOPPING) ||
+		(w->kind == SA_WIN_HOPPING && w->size_us / w->slide_us > SA_DIRECT_MAX_HOPS) ||
 		w->ngroups + 1 > INDEX_MAX_KEYS)
 		return false;
 	if (!callback_registered)
@@ -621,7 +627,8 @@ sa_direct_flush(SaWindow *w)
 				CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 				if (w->rows == NULL || w->rows->relid != RelationGetRelid(rel) ||
 					!RelFileNodeEquals(w->rows->node, rel->rd_node) ||
-					w->rows->abort_gen != abort_gen)
+					w->rows->abort_gen != abort_gen ||
+					w->rows->nused > SA_DIRECT_MAX_ROWS)
 					map_reset(w, rel);
 				else
 					map_evict(w);
