@@ -17,7 +17,9 @@
  */
 #include "worker.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -35,16 +37,45 @@ sa_set_value(SaWorker *w, int col, const char *text, size_t len)
 	ParamExternData *prm = &w->params->params[col];
 	char	   *s;
 
+	char		buf[128];
+	TimestampTz ts;
+
 	decode_col = col;
 	if (memchr(text, '\0', len) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("value contains a NUL byte")));
-	s = pnstrdup(text, len);
-	if (GetDatabaseEncoding() != PG_UTF8)
-		s = pg_any_to_server(s, len, PG_UTF8);
-	prm->value = InputFunctionCall(&c->input, s, c->typioparam, c->typmod);
 	prm->isnull = false;
+	if (GetDatabaseEncoding() == PG_UTF8 && c->typmod < 0)
+	{
+		/* the usual event time, and text: what their input functions give */
+		if (c->typid == TIMESTAMPTZOID && sa_parse_iso_timestamptz(text, len, &ts))
+		{
+			prm->value = TimestampTzGetDatum(ts);
+			decode_col = -1;
+			return;
+		}
+		if (c->typid == TEXTOID)
+		{
+			prm->value = PointerGetDatum(cstring_to_text_with_len(text, len));
+			decode_col = -1;
+			return;
+		}
+	}
+	if (len < sizeof(buf) && GetDatabaseEncoding() == PG_UTF8 && c->typid < FirstGenbkiObjectId)
+	{
+		/* built-in input functions keep no pointer into their argument */
+		memcpy(buf, text, len);
+		buf[len] = '\0';
+		s = buf;
+	}
+	else
+	{
+		s = pnstrdup(text, len);
+		if (GetDatabaseEncoding() != PG_UTF8)
+			s = pg_any_to_server(s, len, PG_UTF8);
+	}
+	prm->value = InputFunctionCall(&c->input, s, c->typioparam, c->typmod);
 	decode_col = -1;
 }
 

@@ -58,6 +58,15 @@ skip_ws(JsonScan *s)
 		s->p++;
 }
 
+/* Bytes that end a run of ordinary string characters: controls, '"', '\\'. */
+static const unsigned char json_special[256] = {
+	[0] = 1, [1] = 1, [2] = 1, [3] = 1, [4] = 1, [5] = 1, [6] = 1, [7] = 1,
+	[8] = 1, [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [14] = 1, [15] = 1,
+	[16] = 1, [17] = 1, [18] = 1, [19] = 1, [20] = 1, [21] = 1, [22] = 1, [23] = 1,
+	[24] = 1, [25] = 1, [26] = 1, [27] = 1, [28] = 1, [29] = 1, [30] = 1, [31] = 1,
+	['"'] = 1, ['\\'] = 1
+};
+
 /* At a '"': move past the string, giving its inside span. */
 static bool
 scan_string(JsonScan *s, const char **raw, size_t *len, bool *escaped)
@@ -67,8 +76,13 @@ scan_string(JsonScan *s, const char **raw, size_t *len, bool *escaped)
 	*escaped = false;
 	while (q < s->end)
 	{
-		unsigned char c = (unsigned char) *q;
+		unsigned char c;
 
+		while (q < s->end && !json_special[(unsigned char) *q])
+			q++;
+		if (q >= s->end)
+			break;
+		c = (unsigned char) *q;
 		if (c == '"')
 		{
 			*raw = s->p;
@@ -295,12 +309,20 @@ static void
 set_epoch(JsonScan *s, int col, const char *text, size_t len)
 {
 	SaColumn   *c = &s->w->st->cols[col];
-	char	   *num = pnstrdup(text, len);
-	double		v = strtod(num, NULL);
-	double		us = v * (double) c->epoch_unit_us -
-		(double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	char	   *num;
+	double		us;
 	TimestampTz ts;
 
+	if (c->epoch_unit_us == 1000 && sa_parse_epoch_millis(text, len, &ts))
+	{
+		/* a plain integer of milliseconds: exact, as the arithmetic below */
+		s->w->params->params[col].value = TimestampTzGetDatum(ts);
+		s->w->params->params[col].isnull = false;
+		return;
+	}
+	num = pnstrdup(text, len);
+	us = strtod(num, NULL) * (double) c->epoch_unit_us -
+		(double) ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 	if (!(us > (double) MIN_TIMESTAMP && us < (double) END_TIMESTAMP))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),

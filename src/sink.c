@@ -282,6 +282,13 @@ sa_window_flush(SaWindow *w)
 		return;
 	}
 	qsort(w->list, n, sizeof(SaGroup *), compare_groups);
+	if (sa_direct_flush(w))
+	{
+		/* done below SQL; what is left (rarely anything) is upserted */
+		n = w->nlist;
+		if (n == 0)
+			return;
+	}
 	if (w->navg > 0)
 		flush_avg_state(w);
 

@@ -42,6 +42,7 @@
 #include "parser/parse_oper.h"
 #include "parser/parse_target.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -131,6 +132,8 @@ compile_groups(SaWindow *w, SaStream *st, const char *group_by)
 							g->name, format_type_be(g->typid))));
 		fmgr_info(tce->hash_proc, &g->hashfn);
 		fmgr_info(get_opcode(tce->eq_opr), &g->eqfn);
+		g->bytewise = (g->typid == TEXTOID || g->typid == VARCHAROID) &&
+			OidIsValid(g->collation) && get_collation_isdeterministic(g->collation);
 		i++;
 	}
 }
@@ -358,6 +361,70 @@ sa_window_eval_item(SaWindow *w)
 }
 
 /*
+ * The hash of a group's values (NULL-aware), as the batch's index uses it.
+ * Text under a deterministic collation is hashed here as hashtext does it,
+ * without a function call and a collation lookup per value.
+ */
+uint32
+sa_key_hash(SaWindow *w, Datum *keys, bool *nulls)
+{
+	uint32		h = 0;
+
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		SaGroupCol *g = &w->groups[i];
+		uint32		k;
+
+		if (nulls[i])
+			k = 0x9e3779b9;
+		else if (g->bytewise)
+		{
+			struct varlena *t = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(keys[i]));
+
+			k = DatumGetUInt32(hash_any((unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+		}
+		else
+			k = DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation, keys[i]));
+		h = hash_combine(h, k);
+	}
+	return h;
+}
+
+/* Are two group keys equal (NULLs equal to each other, as in GROUP BY)? */
+bool
+sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2)
+{
+	for (int i = 0; i < w->ngroups; i++)
+	{
+		SaGroupCol *g = &w->groups[i];
+
+		if (n1[i] != n2[i])
+			return false;
+		if (n1[i])
+			continue;
+		if (g->bytewise)
+		{
+			struct varlena *a = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(k1[i]));
+			struct varlena *b = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(k2[i]));
+
+			if (VARSIZE_ANY_EXHDR(a) != VARSIZE_ANY_EXHDR(b) ||
+				memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) != 0)
+				return false;
+		}
+		else if (!DatumGetBool(FunctionCall2Coll(&g->eqfn, g->collation, k1[i], k2[i])))
+			return false;
+	}
+	return true;
+}
+
+/* The hash of (window start, group). */
+uint32
+sa_group_hash(uint32 keyhash, int64 wstart)
+{
+	return hash_combine(keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
+}
+
+/*
  * Evaluate the window's expressions for the current message (its column
  * values are the econtext's parameters).  Returns false when the filter
  * drops the row.
@@ -365,8 +432,6 @@ sa_window_eval_item(SaWindow *w)
 bool
 sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 {
-	uint32		h = 0;
-
 	if (w->filterstate)
 	{
 		bool		isnull;
@@ -384,11 +449,8 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 
 		w->eval_item = i;
 		in->keys[i] = ExecEvalExprSwitchContext(g->state, econtext, &in->keynulls[i]);
-		h = hash_combine(h, in->keynulls[i] ? 0x9e3779b9 :
-						 DatumGetUInt32(FunctionCall1Coll(&g->hashfn, g->collation,
-														  in->keys[i])));
 	}
-	in->keyhash = h;
+	in->keyhash = sa_key_hash(w, in->keys, in->keynulls);
 	for (int i = 0; i < w->naggs; i++)
 	{
 		w->eval_item = w->ngroups + i;
@@ -457,16 +519,7 @@ group_matches(SaWindow *w, SaGroup *g, uint32 hash, int64 wstart, SaRowInput *in
 {
 	if (g->hash != hash || g->wstart != wstart)
 		return false;
-	for (int i = 0; i < w->ngroups; i++)
-	{
-		if (g->keynulls[i] != in->keynulls[i])
-			return false;
-		if (!g->keynulls[i] &&
-			!DatumGetBool(FunctionCall2Coll(&w->groups[i].eqfn, w->groups[i].collation,
-											g->keys[i], in->keys[i])))
-			return false;
-	}
-	return true;
+	return sa_keys_equal(w, g->keys, g->keynulls, in->keys, in->keynulls);
 }
 
 static void
@@ -522,7 +575,7 @@ new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext 
 static SaGroup *
 lookup_group(SaWindow *w, int64 wstart, SaRowInput *in, MemoryContext cxt, bool create)
 {
-	uint32		hash = hash_combine(in->keyhash, murmurhash32((uint32) (wstart ^ (wstart >> 32))));
+	uint32		hash = sa_group_hash(in->keyhash, wstart);
 	uint32		pos;
 	SaGroup    *g;
 
@@ -905,6 +958,7 @@ sa_load_windows(SaStream *st)
 		w->gap_us = interval_col(tup, desc, 7, 0);
 		w->lateness_us = interval_col(tup, desc, 11, 0);
 		w->retention_us = interval_col(tup, desc, 12, -1);
+		w->sole_writer = st->parallelism == 1;
 		sa_window_prepare_exec(w);
 		windows = lappend(windows, w);
 	}

@@ -60,6 +60,8 @@ typedef struct SaGroupCol
 	ExprState  *state;
 	FmgrInfo	hashfn;
 	FmgrInfo	eqfn;
+	bool		bytewise;		/* text/varchar, deterministic collation:
+								 * equal iff the bytes are, hashed as hashtext */
 } SaGroupCol;
 
 /* Running value of one aggregate in one group of a batch. */
@@ -138,6 +140,11 @@ typedef struct SaWindow
 	SPIPlanPtr	session_insert_plan;
 	SPIPlanPtr	session_state_insert_plan;
 	List	   *session_take_plans;	/* by NULL pattern of the group key */
+
+	/* direct writes (sink_direct.c) */
+	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
+	struct SaRowMap *rows;		/* rows of open windows and where they are */
+	SPIPlanPtr	load_plan;		/* the rows of one window start, with ctid */
 } SaWindow;
 
 /* Evaluated inputs of one message for one window. */
@@ -177,6 +184,13 @@ extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state)
 extern char *sa_agg_kind_name(SaAggKind kind);
 extern void sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, MemoryContext cxt);
 extern void sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt);
+
+extern uint32 sa_key_hash(SaWindow *w, Datum *keys, bool *nulls);
+extern bool sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2);
+extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
+
+/* sink_direct.c */
+extern bool sa_direct_flush(SaWindow *w);
 
 /* session.c */
 extern void sa_session_add(SaWindow *w, SaGroup *g, SaRowInput *in, MemoryContext cxt);

@@ -161,6 +161,10 @@ extern bool sa_decode_csv(SaWorker *w, const char *data, size_t len, char **erro
 extern void sa_set_value(SaWorker *w, int col, const char *text, size_t len);
 extern void sa_set_null(SaWorker *w, int col);
 
+/* decode_time.c */
+extern bool sa_parse_iso_timestamptz(const char *s, size_t len, TimestampTz *result);
+extern bool sa_parse_epoch_millis(const char *s, size_t len, TimestampTz *result);
+
 /* kafka.c */
 extern void sa_kafka_start(SaWorker *w);
 extern void sa_kafka_stop(SaWorker *w);
