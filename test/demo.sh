@@ -13,7 +13,8 @@
 # (with PGPORT, PGUSER, PGDATABASE as usual; the server must preload
 # pg_streamagg) point at existing ones.  DEMO_BROKER=mock uses librdkafka's
 # mock cluster instead of Kafka.  DEMO_MESSAGES sets how many events to
-# produce (default 50000).
+# produce (default 50000).  KEEP=1 (make demo KEEP=1) leaves the broker and
+# the cluster running at the end and prints how to connect.
 
 set -euo pipefail
 
@@ -30,12 +31,20 @@ OWN_CLUSTER=0
 
 say() { printf '\n==> %s\n' "$*"; }
 
+# as the postgres user when we are root, from a directory it may enter
 as_pg() {
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+	if [ "$(id -u)" -eq 0 ]; then (cd "$WORK" && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 cleanup() {
 	set +e
+	if [ "${KEEP:-0}" = 1 ] && [ "${DEMO_DONE:-0}" = 1 ]; then
+		say "KEEP=1: the broker and the cluster keep running"
+		[ "$OWN_CLUSTER" = 1 ] && echo "    psql -h $WORK -p 54329 -U postgres postgres"
+		echo "    Kafka: $KAFKA_BROKERS (topic $TOPIC)"
+		echo "    stop them: ${PGBIN:-}/pg_ctl -D $WORK/data stop${KAFKA_DIR:+; bash test/kafka/kafka.sh stop $KAFKA_DIR}${BROKER_PID:+; kill $BROKER_PID}"
+		return
+	fi
 	if [ "$OWN_CLUSTER" = 1 ]; then
 		as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1
 	elif [ -n "${PGHOST:-}" ]; then
@@ -144,8 +153,13 @@ start_broker
 start_cluster
 produce
 
+say "listening for windows that become final (LISTEN streamagg_closed)"
+(cd "$WORK" && psql -X -q -c "LISTEN streamagg_closed" -c "SELECT pg_sleep(6)" >"$WORK/notify.out" 2>&1) &
+LISTENER=$!
+sleep 0.5
+
 say "creating the stream and its windows (one transaction)"
-run_sql -q <<EOF
+run_sql -q -o /dev/null <<EOF
 CREATE EXTENSION IF NOT EXISTS pg_streamagg;
 BEGIN;
 SELECT streamagg.create_stream(
@@ -199,4 +213,21 @@ say "SELECT * FROM streamagg.status"
 run_sql -x -c "SELECT * FROM streamagg.status"
 say "SELECT partition, \"offset\", reason, error FROM streamagg.dead_letters"
 run_sql -c "SELECT partition, \"offset\", reason, error, encode(payload, 'escape') AS payload FROM streamagg.dead_letters ORDER BY 1, 2"
-say "done; cleaning up"
+say "final rows only: the windows the watermark has closed (hits_per_ip_final)"
+run_sql -c "SELECT streamagg.watermark('access')"
+run_sql -c "SELECT * FROM hits_per_ip_final ORDER BY window_start DESC, hits DESC LIMIT 5"
+wait "$LISTENER" 2>/dev/null
+say "a notification a listener received when windows became final"
+grep -m 1 'Asynchronous notification' "$WORK/notify.out" || echo "    (none arrived within the listener's 6 s)"
+DEMO_DONE=1
+cat <<EOF
+
+==> what to try next
+    make demo KEEP=1            keep the broker and the cluster, and connect with psql
+    SELECT streamagg.pause('access'); ... SELECT streamagg.resume('access');
+    SELECT streamagg.reset_offsets('access', "to" => 'earliest');   -- a rebuild: the tables are recomputed
+    SELECT streamagg.create_window('top_urls', 'access', size => '5 minutes', group_by => 'url',
+                                   aggregates => 'count(*) AS hits, avg(bytes) AS avg_bytes');
+    README.md: time model, security and privileges, settings; make test, make bench
+EOF
+[ "${KEEP:-0}" = 1 ] || say "done; cleaning up"
