@@ -16,7 +16,8 @@ import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
  *
  * <pre>
  * java -cp 'flink-bench.jar:lib/*' streamagg.bench.FlinkJob \
- *     --brokers HOST:PORT --topic T --jdbc-url URL --jdbc-user U --table T \
+ *     --brokers HOST:PORT --topic T --jdbc-url URL --jdbc-user U --table T \\
+ *     [--jdbc-password P] \
  *     [--parallelism 2] [--flush-rows 5000] [--checkpoint-ms 0]
  * </pre>
  *
@@ -42,6 +43,7 @@ public final class FlinkJob {
         a.put("--checkpoint-ms", "0");
         a.put("--group", "bench.flink");
         a.put("--jdbc-user", "postgres");
+        a.put("--jdbc-password", "");
         for (int i = 0; i + 1 < argv.length; i += 2) {
             a.put(argv[i], argv[i + 1]);
         }
@@ -68,7 +70,7 @@ public final class FlinkJob {
             "CREATE TABLE access_log (\n"
             + "  ip STRING,\n"
             + "  status INT,\n"
-            + "  bytes BIGINT,\n"
+            + "  `bytes` BIGINT,\n"
             + "  url STRING,\n"
             + "  ts TIMESTAMP_LTZ(3),\n"
             + "  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND\n"
@@ -90,12 +92,13 @@ public final class FlinkJob {
             + "  window_end TIMESTAMP(3),\n"
             + "  ip STRING,\n"
             + "  hits BIGINT,\n"
-            + "  bytes BIGINT,\n"
+            + "  `bytes` BIGINT,\n"
             + "  PRIMARY KEY (window_start, ip) NOT ENFORCED\n"
             + ") WITH (\n"
             + "  'connector' = 'jdbc',\n"
             + "  'url' = " + sqlString(a.get("--jdbc-url")) + ",\n"
             + "  'username' = " + sqlString(a.get("--jdbc-user")) + ",\n"
+            + "  'password' = " + sqlString(a.get("--jdbc-password")) + ",\n"
             + "  'table-name' = " + sqlString(a.get("--table")) + ",\n"
             + "  'sink.buffer-flush.max-rows' = " + sqlString(a.get("--flush-rows")) + ",\n"
             + "  'sink.buffer-flush.interval' = '1s'\n"
@@ -104,7 +107,7 @@ public final class FlinkJob {
         long submit = System.nanoTime();
         TableResult result = tenv.executeSql(
             "INSERT INTO hits_sink\n"
-            + "SELECT window_start, window_end, ip, COUNT(*) AS hits, SUM(bytes) AS bytes\n"
+            + "SELECT window_start, window_end, ip, COUNT(*) AS hits, SUM(`bytes`) AS `bytes`\n"
             + "FROM TABLE(TUMBLE(TABLE access_log, DESCRIPTOR(ts), INTERVAL '1' MINUTE))\n"
             + "GROUP BY window_start, window_end, ip");
         result.await();
