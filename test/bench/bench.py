@@ -94,8 +94,8 @@ VARIANTS = {
     "hop1000": ("realistic", "pg_streamagg, hopping 1000 min / 1 min (1,000 hops)",
                 "pg_streamagg hop 1000"),
     "bare_big": ("realistic", "ref: bare consumer, unbounded prefetch", None),
-    "dense_bare": ("dense", "bare librdkafka consumer (ceiling)", "dense: bare consumer"),
-    "dense_sa1": ("dense", "pg_streamagg, 1 tumbling window", "dense: pg_streamagg 1 window"),
+    "dense_bare": ("dense", "bare librdkafka consumer (ceiling)", "dense: bare"),
+    "dense_sa1": ("dense", "pg_streamagg, 1 tumbling window", "dense: pg_streamagg"),
 }
 # run in every round, in this order (the bare consumer several times)
 ROUND = ["sa1", "bare", "python", "flink", "sa4", "sa1_p2", "dense_bare", "dense_sa1",
