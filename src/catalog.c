@@ -423,11 +423,13 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 			st->batch_time_ms = option_int(key, val, 1, 600000);
 		else if (strcmp(key, "streamagg.idle_timeout") == 0)
 			st->idle_timeout_ms = option_int(key, val, 0, INT_MAX);
+		else if (strcmp(key, "streamagg.kafka_group") == 0)
+			;					/* used by kafka.c */
 		else if (strncmp(key, "streamagg.", 10) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown stream option \"%s\"", key),
-					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time and streamagg.idle_timeout; other keys go to librdkafka.")));
+					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time, streamagg.idle_timeout and streamagg.kafka_group; other keys go to librdkafka.")));
 	}
 
 	if (validate_kafka)

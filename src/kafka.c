@@ -5,8 +5,11 @@
  *
  * Offsets come from streamagg.offsets, never from Kafka's consumer-group
  * offsets: the worker assigns its partitions explicitly (no group
- * membership, no rebalances) at the offsets committed in the database,
- * and commits nothing to Kafka.
+ * membership, no rebalances) at the offsets committed in the database.
+ * Only with the stream option "streamagg.kafka_group" are the offsets
+ * committed in the database also committed to that Kafka consumer group,
+ * asynchronously and best-effort, for Kafka's lag tools to see; they are
+ * never read back.
  *
  * librdkafka runs threads of its own.  None of them may touch PostgreSQL
  * (elog, palloc, SPI), so its logs and errors are routed to the main
@@ -25,6 +28,55 @@
 
 static char last_kafka_error[512];
 static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
+static char group_name[256];	/* streamagg.kafka_group, "" when unset */
+static char last_group_error[512];	/* of the group commits; "" when fine */
+
+/* The value of the stream option "streamagg.kafka_group", or NULL. */
+static const char *
+sa_kafka_group(SaStream *st)
+{
+	ListCell   *lc;
+
+	foreach(lc, sa_option_list(st->options))
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, "streamagg.kafka_group") == 0)
+			return strVal(opt->arg);
+	}
+	return NULL;
+}
+
+/*
+ * Result of an asynchronous group commit: runs on the worker's thread
+ * (served by rd_kafka_poll).  A failure is only logged, once per distinct
+ * error: PostgreSQL keeps the offsets that count.
+ */
+static void
+sa_kafka_group_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+						 rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	char		msg[512] = "";
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		snprintf(msg, sizeof(msg), "%s", rd_kafka_err2str(err));
+	for (int i = 0; offsets && msg[0] == '\0' && i < offsets->cnt; i++)
+		if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			snprintf(msg, sizeof(msg), "partition %d: %s", offsets->elems[i].partition,
+					 rd_kafka_err2str(offsets->elems[i].err));
+	if (strcmp(msg, last_group_error) == 0)
+		return;
+	if (msg[0] != '\0')
+		ereport(WARNING,
+				(errmsg("pg_streamagg could not commit offsets to Kafka consumer group \"%s\": %s",
+						group_name, msg),
+				 errdetail("The offsets in streamagg.offsets are not affected; the next commit tries again.")));
+	else
+		ereport(LOG,
+				(errmsg("pg_streamagg commits offsets to Kafka consumer group \"%s\" again",
+						group_name)));
+	strlcpy(last_group_error, msg, sizeof(last_group_error));
+}
 
 /* Log callback: runs on the worker's thread (served by rd_kafka_poll). */
 static void
@@ -77,11 +129,22 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char		kbytes[32];
+	const char *group = sa_kafka_group(st);
 	ListCell   *lc;
 
 	snprintf(kbytes, sizeof(kbytes), "%d", sa_queue_kbytes);
-	/* assign() wants a group id; nothing is ever committed under it */
-	if (!conf_set(conf, "group.id", psprintf("pg_streamagg.%s", st->name), errstr, errlen) ||
+
+	/*
+	 * assign() wants a group id; nothing is committed under it unless it
+	 * is the user's streamagg.kafka_group (never subscribed: we assign)
+	 */
+	if (group != NULL && group[0] == '\0')
+	{
+		snprintf(errstr, errlen, "streamagg.kafka_group must not be empty");
+		goto fail;
+	}
+	if (!conf_set(conf, "group.id", group ? group : psprintf("pg_streamagg.%s", st->name),
+				  errstr, errlen) ||
 		!conf_set(conf, "bootstrap.servers", st->brokers, errstr, errlen) ||
 		!conf_set(conf, "client.id", "pg_streamagg", errstr, errlen) ||
 		!conf_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
@@ -104,6 +167,8 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 	}
 	rd_kafka_conf_set_log_cb(conf, sa_kafka_log);
 	rd_kafka_conf_set_error_cb(conf, sa_kafka_error);
+	if (group != NULL)
+		rd_kafka_conf_set_offset_commit_cb(conf, sa_kafka_group_committed);
 	return conf;
 
 fail:
@@ -136,6 +201,31 @@ sa_kafka_start(SaWorker *w)
 						w->st->name, errstr)));
 	rd_kafka_set_log_queue(w->rk, NULL);
 	w->queue = rd_kafka_queue_get_consumer(w->rk);
+	strlcpy(group_name, sa_kafka_group(w->st) ? sa_kafka_group(w->st) : "", sizeof(group_name));
+}
+
+/*
+ * After a database commit: commit the same offsets to the Kafka consumer
+ * group of streamagg.kafka_group, asynchronously (the result is logged by
+ * sa_kafka_group_committed when a failure starts or ends).
+ */
+void
+sa_kafka_group_commit(SaWorker *w)
+{
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (group_name[0] == '\0' || w->rk == NULL || w->nparts == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(w->nparts);
+	for (int i = 0; i < w->nparts; i++)
+		if (w->parts[i].committed >= 0)
+			rd_kafka_topic_partition_list_add(list, w->st->topic,
+											  w->parts[i].partition)->offset = w->parts[i].committed;
+	err = list->cnt > 0 ? rd_kafka_commit(w->rk, list, 1) : RD_KAFKA_RESP_ERR_NO_ERROR;
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		sa_kafka_group_committed(w->rk, err, NULL, NULL);
 }
 
 /* Close and destroy the consumer; nothing is committed to Kafka. */

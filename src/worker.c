@@ -941,6 +941,7 @@ commit_batch(SaWorker *w)
 		w->had_error_at_start = false;
 		pgstat_report_stat(false);
 		sa_kafka_update_watermarks(w);
+		sa_kafka_group_commit(w);
 	}
 	reset_batch(w);
 	return ok;

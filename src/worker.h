@@ -117,6 +117,7 @@ extern void sa_kafka_serve(SaWorker *w);
 extern void sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg);
 extern int64 sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from);
 extern void sa_kafka_update_watermarks(SaWorker *w);
+extern void sa_kafka_group_commit(SaWorker *w);
 
 /* sink.c */
 extern void sa_sink_offsets(SaWorker *w);

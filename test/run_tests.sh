@@ -9,7 +9,10 @@
 #   5. runs the pg_regress suite (sql/*.sql against expected/*.out)
 #   6. runs the TAP suite (test/t/*.pl); every TAP script gets a fresh test
 #      broker of its own, so faults injected by one script never leak into
-#      the next and scripts can run in parallel (TAP_JOBS)
+#      the next and scripts can run in parallel (TAP_JOBS).  A script with a
+#      line "# broker: kafka [OPTIONS]" gets a real Apache Kafka instead
+#      (test/kafka/kafka.sh start DIR OPTIONS: --nodes N, --sasl, --ssl);
+#      the others get librdkafka's mock cluster (test/bin/mock_broker)
 #   7. tears everything down and prints one final line: "N passed, M failed"
 #
 # Environment knobs (all optional):
@@ -24,6 +27,15 @@
 #   REGRESS_TIMEOUT=900       seconds before the pg_regress run is killed
 #   TEST_USER=name            unprivileged user to run as when invoked as root
 #   PG_CONFIG=path            pg_config to build/test against
+#   KAFKA_VERSION=x.y.z       Apache Kafka version of the real-broker scripts
+#                             (default: the first of test/kafka/kafka.sh's
+#                             pinned KAFKA_VERSIONS)
+#   SKIP_KAFKA=1              skip the scripts that need a real broker
+#   KAFKACHECK=1              (make kafkacheck) run only the scripts marked
+#                             "# kafkacheck: yes", against the existing
+#                             cluster in KAFKA_BROKERS (no broker of ours)
+#   SA_CACHE=dir              where the Kafka jars are cached
+#                             (default $HOME/.cache/pg_streamagg)
 
 # (some functions below are only reached from traps)
 # shellcheck disable=SC2317
@@ -44,7 +56,18 @@ FAILED_ITEMS=()
 
 REQUIRED_PKGS=(postgresql-15 postgresql-server-dev-15 librdkafka-dev
 	libipc-run-perl kcat pkg-config make gcc python3-confluent-kafka
-	python3-psycopg2)
+	python3-psycopg2 openssl util-linux)
+# the real-broker scripts need a JRE (Kafka 4 wants 17 or later) and Maven;
+# either may come from elsewhere than these packages
+command -v java >/dev/null 2>&1 || REQUIRED_PKGS+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || REQUIRED_PKGS+=(maven)
+
+KAFKA_SH=$REPO/test/kafka/kafka.sh
+EXTERNAL_KAFKA=""
+if [ "${KAFKACHECK:-0}" = 1 ]; then
+	EXTERNAL_KAFKA=${KAFKA_BROKERS:-}
+fi
+KAFKA_TEST_CACHE=""   # SA_CACHE as the test user sees it
 
 # ---------------------------------------------------------------- helpers
 
@@ -192,11 +215,22 @@ stop_broker() {
 	[ -n "$pid" ] && stop_pid "$pid" TERM
 }
 
+# stop_kafka DIR: stop the Apache Kafka cluster of DIR (and any leftover JVM
+# of it)
+stop_kafka() {
+	local dir=$1
+	[ -d "$dir" ] || return 0
+	KAFKA_SH_QUIET=1 bash "$KAFKA_SH" stop "$dir" >/dev/null 2>&1
+}
+
 stop_all_brokers() {
 	local d p
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		for d in "$WORK"/broker*; do
 			[ -d "$d" ] && stop_broker "$d"
+		done
+		for d in "$WORK"/kafka_*; do
+			[ -d "$d" ] && stop_kafka "$d"
 		done
 	fi
 	# the background commands may be runuser wrappers: make sure they are gone
@@ -400,6 +434,56 @@ start_broker() {
 	return 0
 }
 
+# script_broker SCRIPT: the broker line of a TAP script ("kafka --nodes 3"),
+# empty for the mock broker
+script_broker() {
+	sed -n 's/^#[[:space:]]*broker:[[:space:]]*//p' "$WORK/src/$1" 2>/dev/null | head -n 1
+}
+
+needs_kafka() {
+	case "$(script_broker "$1")" in kafka*) return 0 ;; esac
+	return 1
+}
+
+# Fetch the Kafka jars (as the invoking user, into its cache) and make them
+# readable by the test user: when they are not (root's home), they are
+# copied into the scratch directory.
+prepare_kafka() {
+	local v cache
+	v=${KAFKA_VERSION:-$(bash "$KAFKA_SH" versions | awk '{print $1}')}
+	KAFKA_VERSION=$v
+	export KAFKA_VERSION
+	say "Apache Kafka $v: fetching the jars (cached)"
+	bash "$KAFKA_SH" fetch ||
+		die "could not fetch Apache Kafka $v (see above); SKIP_KAFKA=1 skips the real-broker tests"
+	cache=$(dirname "$(bash "$KAFKA_SH" lib)")
+	if as_user test -r "$cache/lib/kafka-clients-$v.jar"; then
+		KAFKA_TEST_CACHE=$(dirname "$cache")
+	else
+		mkdir -p "$WORK/kafka-cache"
+		cp -a "$cache" "$WORK/kafka-cache/" || die "could not copy $cache"
+		[ -n "$RUN_AS" ] && chown -R "$RUN_AS:" "$WORK/kafka-cache"
+		KAFKA_TEST_CACHE=$WORK/kafka-cache
+	fi
+}
+
+# start_kafka DIR LOG OPTIONS...: start a real Kafka for one script; on
+# success sets BROKER_BOOTSTRAP
+start_kafka() {
+	local dir=$1 log=$2
+	shift 2
+	if ! as_user env SA_CACHE="$KAFKA_TEST_CACHE" KAFKA_VERSION="$KAFKA_VERSION" \
+		HOME="$WORK" bash "$WORK/src/test/kafka/kafka.sh" start "$dir" "$@" >"$log" 2>&1; then
+		show_tail "$log" 60
+		warn "Apache Kafka ($dir) did not start"
+		stop_kafka "$dir"
+		return 1
+	fi
+	BROKER_BOOTSTRAP=$(head -n 1 "$dir/bootstrap" 2>/dev/null)
+	[ -n "$BROKER_BOOTSTRAP" ] || { warn "Kafka ($dir) wrote no bootstrap list"; return 1; }
+	return 0
+}
+
 # ---------------------------------------------------------------- common env
 
 # Environment shared by both suites, as an `env` command line (runuser
@@ -411,7 +495,10 @@ set_test_env() {
 		LANG=C.UTF-8
 		HOME="$WORK" TMPDIR="$WORK/tmp"
 		PATH="$BINDIR:$PATH"
-		PG_CONFIG="$PG_CONFIG")
+		PG_CONFIG="$PG_CONFIG"
+		KAFKA_SH="$WORK/src/test/kafka/kafka.sh"
+		SA_CACHE="${KAFKA_TEST_CACHE:-$WORK/.cache/pg_streamagg}"
+		KAFKA_VERSION="${KAFKA_VERSION:-}")
 }
 
 # ---------------------------------------------------------------- 5. pg_regress
@@ -494,7 +581,14 @@ resolve_tap_tests() {
 	TAP_SCRIPTS=()
 	if [ -z "${TESTS:-}" ]; then
 		for f in "$WORK"/src/test/t/*.pl; do
-			[ -e "$f" ] && TAP_SCRIPTS+=("test/t/${f##*/}")
+			[ -e "$f" ] || continue
+			s="test/t/${f##*/}"
+			if [ "${KAFKACHECK:-0}" = 1 ]; then
+				grep -q '^#[[:space:]]*kafkacheck:[[:space:]]*yes' "$f" || continue
+			elif [ "${SKIP_KAFKA:-0}" = 1 ] && needs_kafka "$s"; then
+				continue
+			fi
+			TAP_SCRIPTS+=("$s")
 		done
 		return 0
 	fi
@@ -527,11 +621,30 @@ resolve_tap_tests() {
 # launch_tap SCRIPT: start a broker for SCRIPT, then SCRIPT itself in the
 # background (prove output in log/tap_NAME.log, exit status in tap_NAME.rc).
 launch_tap() {
-	local script=$1 name pid
+	local script=$1 name pid kind
 	name=$(basename "$script" .pl)
 	local dir="$WORK/broker_$name" log="$WORK/log/tap_$name.log"
 	local rcfile="$WORK/log/tap_$name.rc"
-	if ! start_broker "$dir" "$WORK/log/broker_$name.log"; then
+	local kenv=()
+	kind=$(script_broker "$script")
+	JOB_T0_PENDING=$(now_s)
+	if [ -n "$EXTERNAL_KAFKA" ]; then
+		BROKER_BOOTSTRAP=$EXTERNAL_KAFKA
+		dir=""
+		kenv=(KAFKA_EXTERNAL=1 KAFKA_DIR=-)
+	elif [ "${kind%% *}" = kafka ]; then
+		dir="$WORK/kafka_$name"
+		# shellcheck disable=SC2086
+		if ! start_kafka "$dir" "$WORK/log/kafka_$name.log" ${kind#kafka}; then
+			FAILED=$((FAILED + 1))
+			FAILED_ITEMS+=("TAP: $script: could not start Apache Kafka")
+			printf 'FAIL   %s (could not start Apache Kafka)\n' "$script"
+			return 0
+		fi
+		kenv=(KAFKA_DIR="$dir"
+			KAFKA_BROKERS_SASL="$(cat "$dir/bootstrap_sasl" 2>/dev/null)"
+			KAFKA_BROKERS_SSL="$(cat "$dir/bootstrap_ssl" 2>/dev/null)")
+	elif ! start_broker "$dir" "$WORK/log/broker_$name.log"; then
 		FAILED=$((FAILED + 1))
 		FAILED_ITEMS+=("TAP: $script: could not start its test broker")
 		printf 'FAIL   %s (could not start its test broker)\n' "$script"
@@ -539,7 +652,7 @@ launch_tap() {
 	fi
 	(
 		cd "$WORK/src" || exit 1
-		as_user "${TEST_ENV[@]}" \
+		as_user "${TEST_ENV[@]}" "${kenv[@]}" \
 			KAFKA_BROKERS="$BROKER_BOOTSTRAP" MOCK_BROKER_DIR="$dir" \
 			TESTDIR="$WORK/src" \
 			TESTDATADIR="$WORK/src/tmp_check" \
@@ -552,7 +665,7 @@ launch_tap() {
 	) >"$log" 2>&1 &
 	pid=$!
 	JOB_SCRIPT[$pid]=$script
-	JOB_T0[$pid]=$(now_s)
+	JOB_T0[$pid]=$JOB_T0_PENDING   # the broker's start counts
 }
 
 # finish_tap SCRIPT RC DURATION: count and report one finished script.
@@ -561,6 +674,13 @@ finish_tap() {
 	name=$(basename "$script" .pl)
 	log="$WORK/log/tap_$name.log"
 	stop_broker "$WORK/broker_$name"
+	local kafka_t0 kafka_stop=""
+	if [ -d "$WORK/kafka_$name" ]; then
+		kafka_t0=$(now_s)
+		stop_kafka "$WORK/kafka_$name"
+		kafka_stop=$(($(now_s) - kafka_t0))
+		dur=$((dur + kafka_stop))
+	fi
 	# a script killed by its timeout leaves its servers behind
 	stop_leftover_postgres "$WORK/src/tmp_check" "*/t_${name}_*"
 	# top-level TAP lines only (subtests are indented and summarised by their
@@ -599,6 +719,9 @@ finish_tap() {
 		show_tail "$f" 40
 	done
 	show_tail "$WORK/broker_$name/control.log" 20
+	for f in "$WORK"/kafka_"$name"/node*/server.log; do
+		show_tail "$f" 40
+	done
 }
 
 # Collect the TAP jobs that have finished.
@@ -623,6 +746,15 @@ run_tap() {
 	if [ "${#TAP_SCRIPTS[@]}" -eq 0 ]; then
 		say "TAP: no test scripts, skipping"
 		return 0
+	fi
+	if [ -z "$EXTERNAL_KAFKA" ]; then
+		for s in "${TAP_SCRIPTS[@]}"; do
+			if needs_kafka "$s"; then
+				prepare_kafka
+				set_test_env
+				break
+			fi
+		done
 	fi
 	say "TAP: ${#TAP_SCRIPTS[@]} script(s), $jobs at a time"
 	for s in "${TAP_SCRIPTS[@]}"; do
@@ -655,6 +787,10 @@ command -v "$PG_CONFIG" >/dev/null 2>&1 || die "pg_config not found ($PG_CONFIG)
 BINDIR=$("$PG_CONFIG" --bindir)
 PKGLIBDIR=$("$PG_CONFIG" --pkglibdir)
 export PG_CONFIG
+
+if [ "${KAFKACHECK:-0}" = 1 ] && [ -z "$EXTERNAL_KAFKA" ]; then
+	die "make kafkacheck needs KAFKA_BROKERS=host:port,... (an existing Kafka cluster)"
+fi
 
 pick_user
 create_workdir

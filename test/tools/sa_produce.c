@@ -53,6 +53,7 @@ typedef struct ProduceOptions
 	rd_kafka_headers_t *headers;	/* -H, NULL if none */
 	const char *extra_conf[MAX_EXTRA_CONF]; /* -X name=value */
 	int			n_extra_conf;
+	const char *transactional_id;	/* -x: transactions (batch mode) */
 	int			verbose;
 } ProduceOptions;
 
@@ -63,6 +64,8 @@ typedef struct DeliveryStats
 	int64_t		delivered;
 	int64_t		failed;
 	char		first_error[512];
+	int64_t		committed;		/* -x: transactions committed / aborted */
+	int64_t		aborted;
 } DeliveryStats;
 
 /* One message to produce; pointers refer to caller-owned memory. */
@@ -104,7 +107,7 @@ usage(FILE *out)
 			"usage: sa_produce -b BROKERS -t TOPIC [-p PARTITION] [-k KEY | -K] [-T TIMESTAMP_MS]\n"
 			"                  [-H NAME=VALUE]... [-z CODEC] [-X PROP=VALUE]... [-v]\n"
 			"                  (-f FILE | -s STRING | -n)\n"
-			"       sa_produce -b BROKERS -t TOPIC -l [-H NAME=VALUE]... [-z CODEC] [-X PROP=VALUE]... [-v]\n"
+			"       sa_produce -b BROKERS -t TOPIC -l [-x TXN_ID] [-H NAME=VALUE]... [-z CODEC] [-X PROP=VALUE]... [-v]\n"
 			"\n"
 			"Single message mode (default):\n"
 			"  -p PARTITION   target partition (default -1: librdkafka partitioner)\n"
@@ -117,12 +120,17 @@ usage(FILE *out)
 			"Batch mode:\n"
 			"  -l             read PARTITION<TAB>KEY<TAB>TIMESTAMP_MS<TAB>PAYLOAD lines\n"
 			"                 from stdin; KEY/PAYLOAD escapes \\\\ \\t \\n \\r \\xNN, \\N = null\n"
+			"  -x TXN_ID      transactional producer with this transactional.id: the\n"
+			"                 lines COMMIT and ABORT end the current transaction (its\n"
+			"                 messages are written to the log either way); messages\n"
+			"                 after the last COMMIT/ABORT are committed\n"
 			"Both modes:\n"
 			"  -H NAME=VALUE  add a header (repeatable; NAME without '=' = null value)\n"
 			"  -z CODEC       none|gzip|snappy|lz4|zstd (default none)\n"
 			"  -X PROP=VALUE  extra librdkafka producer property (repeatable)\n"
 			"  -v             librdkafka logs to stderr\n"
-			"Prints \"produced N\" on stdout; exits 0 if every message was delivered,\n"
+			"Prints \"produced N\" on stdout (with -x also \"transactions C committed A aborted\");\n"
+			"exits 0 if every message was delivered (and every transaction ended as asked),\n"
 			"1 if any failed, 2 on usage or input errors.\n");
 }
 
@@ -233,6 +241,11 @@ check_option_combination(const ProduceOptions *opts)
 		report_error("-k and -K are mutually exclusive");
 		return false;
 	}
+	if (opts->transactional_id != NULL && !opts->batch)
+	{
+		report_error("-x needs batch mode (-l)");
+		return false;
+	}
 	if (opts->batch)
 	{
 		if (nsources > 0 || opts->partition_set || opts->key != NULL ||
@@ -260,7 +273,7 @@ parse_options(int argc, char **argv, ProduceOptions *opts)
 	int64_t		v = 0;
 	int			c;
 
-	while ((c = getopt(argc, argv, "b:t:p:k:KT:H:z:f:s:nlX:vh")) != -1)
+	while ((c = getopt(argc, argv, "b:t:p:k:KT:H:z:f:s:nlX:x:vh")) != -1)
 	{
 		bool		ok = true;
 
@@ -310,6 +323,9 @@ parse_options(int argc, char **argv, ProduceOptions *opts)
 					strchr(optarg, '=') != NULL;
 				if (ok)
 					opts->extra_conf[opts->n_extra_conf++] = optarg;
+				break;
+			case 'x':
+				opts->transactional_id = optarg;
 				break;
 			case 'v':
 				verbosity++;
@@ -377,6 +393,9 @@ build_conf(const ProduceOptions *opts, DeliveryStats *stats)
 		ok = set_conf(conf, defaults[i][0], defaults[i][1]);
 	if (ok && opts->compression != NULL)
 		ok = set_conf(conf, "compression.codec", opts->compression);
+	if (ok && opts->transactional_id != NULL)
+		ok = set_conf(conf, "transactional.id", opts->transactional_id) &&
+			set_conf(conf, "enable.idempotence", "true");
 	for (i = 0; ok && i < opts->n_extra_conf; i++)
 	{
 		char	   *prop = strdup(opts->extra_conf[i]);
@@ -640,6 +659,45 @@ parse_batch_line(char *line, size_t len, OutMessage *m)
 }
 
 /*
+ * Report a transaction API error; returns false.
+ */
+static bool
+txn_failed(const char *what, rd_kafka_error_t *error)
+{
+	report_error("%s: %s", what, rd_kafka_error_string(error));
+	rd_kafka_error_destroy(error);
+	return false;
+}
+
+/*
+ * End the open transaction: every message of it is delivered first (so
+ * that an aborted transaction's messages really are in the log), then
+ * committed or aborted.
+ */
+static bool
+end_transaction(rd_kafka_t *rk, bool commit, DeliveryStats *stats)
+{
+	rd_kafka_error_t *error;
+
+	while (rd_kafka_outq_len(rk) > 0)
+		rd_kafka_flush(rk, 1000);
+	rd_kafka_poll(rk, 0);
+	if (commit)
+	{
+		if ((error = rd_kafka_commit_transaction(rk, 60000)) != NULL)
+			return txn_failed("commit_transaction", error);
+		stats->committed++;
+	}
+	else
+	{
+		if ((error = rd_kafka_abort_transaction(rk, 60000)) != NULL)
+			return txn_failed("abort_transaction", error);
+		stats->aborted++;
+	}
+	return true;
+}
+
+/*
  * Produce one message per stdin line.  Stops at the first malformed line
  * (after flushing what was already queued) and reports it.
  */
@@ -652,7 +710,15 @@ run_batch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, const ProduceOptions *opts,
 	ssize_t		len;
 	int64_t		lineno = 0;
 	int			rc = 0;
+	bool		txn = opts->transactional_id != NULL;
+	bool		in_txn = false;
+	rd_kafka_error_t *error;
 
+	if (txn && (error = rd_kafka_init_transactions(rk, 60000)) != NULL)
+	{
+		txn_failed("init_transactions", error);
+		return EXIT_DELIVERY;
+	}
 	setvbuf(stdin, NULL, _IOFBF, 1 << 20);
 	while ((len = getline(&line, &cap, stdin)) >= 0)
 	{
@@ -662,6 +728,26 @@ run_batch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, const ProduceOptions *opts,
 		lineno++;
 		if (len > 0 && line[len - 1] == '\n')
 			line[--len] = '\0';
+		if (txn && (strcmp(line, "COMMIT") == 0 || strcmp(line, "ABORT") == 0))
+		{
+			if (in_txn && !end_transaction(rk, line[0] == 'C', stats))
+			{
+				rc = EXIT_DELIVERY;
+				break;
+			}
+			in_txn = false;
+			continue;
+		}
+		if (txn && !in_txn)
+		{
+			if ((error = rd_kafka_begin_transaction(rk)) != NULL)
+			{
+				txn_failed("begin_transaction", error);
+				rc = EXIT_DELIVERY;
+				break;
+			}
+			in_txn = true;
+		}
 		memset(&m, 0, sizeof(m));
 		m.lineno = lineno;
 		if ((err = parse_batch_line(line, (size_t) len, &m)) != NULL)
@@ -679,6 +765,8 @@ run_batch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, const ProduceOptions *opts,
 		report_error("error reading stdin");
 		rc = EXIT_DELIVERY;
 	}
+	if (in_txn && !end_transaction(rk, rc == 0, stats) && rc == 0)
+		rc = EXIT_DELIVERY;
 	free(line);
 	return rc;
 }
@@ -732,6 +820,9 @@ main(int argc, char **argv)
 	wait_for_deliveries(rk);
 
 	printf("produced %" PRId64 "\n", stats.delivered);
+	if (opts.transactional_id != NULL)
+		printf("transactions %" PRId64 " committed %" PRId64 " aborted\n",
+			   stats.committed, stats.aborted);
 	fflush(stdout);
 	if (stats.failed > 0)
 	{
