@@ -1117,6 +1117,8 @@ def report(b):
                      + "\n".join("  - " + f for f in b.failures))
 
     lib, tree, _ = b.build
+    if a.build_desc:
+        tree = a.build_desc
     if build_info(b)[0] != lib:
         lib += " (replaced by another installation during the run; the workers kept using this one)"
     v = versions(b)
@@ -1217,6 +1219,8 @@ def main():
     ap.add_argument("--java-dir", default=HERE,
                     help="directory holding flink/ and kstreams/ (built)")
     ap.add_argument("--java-heap", default="2g")
+    ap.add_argument("--build-desc", default="",
+                    help="what the installed library was built from (with SKIP_BUILD=1)")
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--repeat", type=int, default=3)

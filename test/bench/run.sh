@@ -21,7 +21,9 @@
 #   KAFKA_BROKERS=host:port,...  use this Kafka cluster instead of starting one
 #                             (the benchmark creates and deletes its own topics,
 #                             named streamagg_bench_<pid>_*)
-#   KAFKA_VERSION=x.y.z       the cluster's version, for the report
+#   KAFKA_VERSION=x.y.z       the Kafka version kafka.sh runs (its default
+#                             otherwise); with KAFKA_BROKERS, only reported
+#   KAFKA_HEAP=1g             heap of the broker kafka.sh starts
 #   BENCH_REPEAT=3            rounds of the throughput runs (median reported)
 #   BENCH_MESSAGES=1200000    messages of the realistic topic (8 partitions)
 #   BENCH_DENSE_MESSAGES=1000000  messages of the dense topic
@@ -42,6 +44,8 @@
 #   BENCH_JAVA_HEAP=2g        -Xmx of the Java peers
 #   BENCH_RESULTS=dir         write the results there instead of test/bench/results
 #   SKIP_BUILD=1              use the installed extension as it is
+#   BENCH_BUILD_DESC=text     what that installed extension was built from
+#                             (for the report; default: this checkout)
 #   KEEP_BENCH_DIR=1          keep the scratch directory (logs, data)
 #   TEST_USER=name            unprivileged user to run PostgreSQL as (root only)
 #   PG_CONFIG=path            PostgreSQL to build and run against
@@ -263,12 +267,16 @@ start_broker() {
 	bash "$KAFKA_SH" fetch >>"$WORK/log/kafka.log" 2>&1 ||
 		{ show_tail "$WORK/log/kafka.log"; die "kafka.sh fetch failed"; }
 	KAFKA_DIR=$WORK/kafka
-	bash "$KAFKA_SH" start "$KAFKA_DIR" >>"$WORK/log/kafka.log" 2>&1 ||
+	KAFKA_HEAP=${KAFKA_HEAP:-1g} bash "$KAFKA_SH" start "$KAFKA_DIR" >>"$WORK/log/kafka.log" 2>&1 ||
 		{ show_tail "$WORK/log/kafka.log"; die "kafka.sh start failed"; }
 	BROKERS=$(head -n 1 "$KAFKA_DIR/bootstrap")
-	[ -f "$KAFKA_DIR/pid" ] && BROKER_PID=$(head -n 1 "$KAFKA_DIR/pid")
+	BROKER_PID=$(bash "$KAFKA_SH" pid "$KAFKA_DIR" 1 2>/dev/null) || BROKER_PID=""
 	if [ -z "${KAFKA_VERSION:-}" ]; then
-		KAFKA_VERSION=$(bash "$KAFKA_SH" version 2>/dev/null | head -n 1)
+		# the version kafka.sh ran: kafka_2.13-VERSION.jar in its jar directory
+		local jar
+		jar=$(ls "$(bash "$KAFKA_SH" lib)"/kafka_2.13-*.jar 2>/dev/null | grep -v -- '-test' | head -n 1)
+		jar=${jar##*/kafka_2.13-}
+		KAFKA_VERSION=${jar%.jar}
 	fi
 	BROKER_DESC="one Apache Kafka broker (KRaft) on this machine, started by test/kafka/kafka.sh"
 }
@@ -335,6 +343,7 @@ args=(--dsn "$DSN" --jdbc-url "$JDBC_URL" --db-user "$DBUSER" --brokers "$BROKER
 	--kafka-version "${KAFKA_VERSION:-}" --topic-prefix "streamagg_bench_$$_"
 	--pgdata "$PGDATA_DIR" --tools "$BENCH/bin" --sa-produce "$REPO/test/bin/sa_produce"
 	--java "$(command -v java)" --java-dir "$BENCH" --java-heap "${BENCH_JAVA_HEAP:-2g}"
+	--build-desc "${BENCH_BUILD_DESC:-}"
 	--tmp "$WORK/tmp" --results "${BENCH_RESULTS:-$BENCH/results}"
 	--repeat "${BENCH_REPEAT:-3}" --messages "${BENCH_MESSAGES:-1200000}"
 	--dense-messages "${BENCH_DENSE_MESSAGES:-1000000}"
