@@ -13,7 +13,8 @@ the same transaction as the aggregates they cover.
     offset (or the beginning), no consumer group, nothing committed to Kafka;
   * loop: consume() a batch (up to --batch messages or --batch-time
     seconds, the same bounds pg_streamagg uses by default), json.loads()
-    each payload, fold it into a dict keyed by (window start, ip), then in
+    each payload (an ISO-8601 ts through datetime.fromisoformat, an epoch
+    millisecond one as it is), fold it into a dict keyed by (window start, ip), then in
     ONE transaction upsert the dict with execute_values (rows sorted, so
     that concurrent writers would lock in the same order) and upsert the
     next offset of each partition; commit (synchronous_commit on).
@@ -25,6 +26,7 @@ CPU time of its process and of the PostgreSQL backend serving it.
     consumer_py.py --brokers B --topic T --dsn DSN [--setup] [--batch N]
 """
 import argparse
+import datetime
 import json
 import os
 import resource
@@ -36,6 +38,8 @@ import psycopg2.extras
 from confluent_kafka import Consumer, KafkaError, TopicPartition, OFFSET_BEGINNING
 
 WINDOW_MS = 60000
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ONE_MS = datetime.timedelta(milliseconds=1)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS py_hits (
@@ -143,6 +147,9 @@ def main():
                 raise SystemExit("consumer_py: %s" % err)
             r = json.loads(m.value())
             ts = r["ts"]
+            if isinstance(ts, str):     # ISO-8601, e.g. 2024-01-01T00:00:00.123Z
+                dt = datetime.datetime.fromisoformat(ts)
+                ts = (dt - EPOCH) // ONE_MS
             key = (ts - ts % WINDOW_MS, r["ip"])
             a = agg.get(key)
             if a is None:

@@ -3,17 +3,24 @@
 
 Each line is "PARTITION<TAB>\\N<TAB>0<TAB>PAYLOAD" (null key, timestamp =
 now), partitions assigned round robin so that every partition gets the same
-number of messages.  A payload is one JSON access-log record of about 88
-bytes:
+number of messages.  Two workloads (--workload):
 
-    {"ts":1704067200123,"ip":"10.0.39.15","path":"/items/4821",
-     "status":200,"bytes":5123}
+  realistic  event time advances 1 ms per message (1,000 events per second
+             of event time: ~6 messages per ip per 1-minute window, so a
+             million messages make ~170k (minute, ip) rows); ts is an
+             ISO-8601 string with milliseconds and Z, as most producers
+             write it:
+               {"ip":"10.0.39.15","status":200,"bytes":5123,
+                "url":"/items/4821","ts":"2024-01-01T00:00:00.123Z"}
+  dense      the original benchmark data: event time advances 1 ms every
+             10 messages (~60 messages per ip per window), ts in epoch
+             milliseconds:
+               {"ts":1704067200123,"ip":"10.0.39.15","path":"/items/4821",
+                "status":200,"bytes":5123}
 
-ip is uniform among 10,000 addresses (the worst case for aggregation: every
-batch touches thousands of groups), status follows a typical web mix,
-bytes is uniform in 200..50,000.  ts (event time, epoch milliseconds)
-starts at 2024-01-01 00:00 UTC and advances 1 ms every 10 messages, i.e.
-the stream carries 10,000 events per second of event time; it never goes
+In both, ip is uniform among 10,000 addresses (every batch touches
+thousands of groups), status follows a typical web mix, bytes is uniform in
+200..50,000, and event time starts at 2024-01-01 00:00 UTC and never goes
 backwards inside a partition, so no message is late.
 
 The generator is deterministic (--seed).  With --summary it also writes
@@ -24,9 +31,11 @@ import argparse
 import json
 import random
 import sys
+import time
 
 BASE_MS = 1704067200000          # 2024-01-01T00:00:00Z
-EVENTS_PER_MS = 10
+# workload -> messages per millisecond of event time
+EVENTS_PER_MS = {"dense": 10, "realistic": 1}
 IPS = 10000
 # (status, share in percent)
 STATUS_MIX = [(200, 84), (304, 5), (404, 4), (301, 3), (500, 2), (502, 1), (503, 1)]
@@ -37,6 +46,7 @@ def main():
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--partitions", type=int, required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workload", choices=sorted(EVENTS_PER_MS), default="dense")
     ap.add_argument("--summary", help="write the expected totals (JSON) here")
     args = ap.parse_args()
 
@@ -49,16 +59,31 @@ def main():
     chunk = []
     nparts = args.partitions
     randrange = rnd.randrange
+    per_ms = EVENTS_PER_MS[args.workload]
+    realistic = args.workload == "realistic"
+    minute_ips = set()             # (minute, ip): the rows of a 1-minute window
+    sec_cache = [None, ""]         # ISO-8601 prefix of the current second
     for i in range(args.count):
         status = statuses[randrange(100)]
         nbytes = randrange(200, 50001)
         total_bytes += nbytes
         if status >= 500:
             errors += 1
-        chunk.append('%d\t\\N\t0\t{"ts":%d,"ip":"%s","path":"/items/%d","status":%d,"bytes":%d}\n'
-                     % (i % nparts, BASE_MS + i // EVENTS_PER_MS,
-                        ips[randrange(IPS)],
-                        randrange(10000), status, nbytes))
+        ts = BASE_MS + i // per_ms
+        ipi = randrange(IPS)
+        minute_ips.add((ts // 60000) * IPS + ipi)
+        if realistic:
+            sec = ts // 1000
+            if sec_cache[0] != sec:
+                sec_cache = [sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))]
+            chunk.append('%d\t\\N\t0\t{"ip":"%s","status":%d,"bytes":%d,"url":"/items/%d",'
+                         '"ts":"%s.%03dZ"}\n'
+                         % (i % nparts, ips[ipi], status, nbytes, randrange(10000),
+                            sec_cache[1], ts % 1000))
+        else:
+            chunk.append('%d\t\\N\t0\t{"ts":%d,"ip":"%s","path":"/items/%d","status":%d,'
+                         '"bytes":%d}\n'
+                         % (i % nparts, ts, ips[ipi], randrange(10000), status, nbytes))
         if len(chunk) >= 10000:
             out.write("".join(chunk))
             chunk = []
@@ -66,10 +91,11 @@ def main():
     out.flush()
     if args.summary:
         with open(args.summary, "w") as f:
-            json.dump({"messages": args.count, "sum_bytes": total_bytes,
-                       "errors_5xx": errors,
+            json.dump({"workload": args.workload, "messages": args.count,
+                       "sum_bytes": total_bytes, "errors_5xx": errors,
+                       "minute_ip_rows": len(minute_ips),
                        "first_ts_ms": BASE_MS,
-                       "last_ts_ms": BASE_MS + (args.count - 1) // EVENTS_PER_MS}, f)
+                       "last_ts_ms": BASE_MS + (args.count - 1) // per_ms}, f)
             f.write("\n")
 
 

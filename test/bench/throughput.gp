@@ -18,7 +18,7 @@ set output outfile
 set title "pg_streamagg benchmark: throughput per variant\n".subtitle
 set style fill solid 0.85 border -1
 set boxwidth 0.6
-set xtics rotate by -15 nomirror
+set xtics rotate by -25 nomirror
 set ytics nomirror
 set grid ytics lc rgb '#dddddd'
 set ylabel 'thousand messages per second'
