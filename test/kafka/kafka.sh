@@ -29,6 +29,8 @@
 #                                   DIR "-" means no cluster of ours:
 #                                   $KAFKA_BROKERS is used.
 #   kafka.sh lib                    print the jar directory of $KAFKA_VERSION
+#   kafka.sh versions               the pinned versions (the first is the
+#                                   default)
 #
 # Environment:
 #   KAFKA_VERSION   Kafka version (default below; pinned: KAFKA_VERSIONS)
@@ -588,5 +590,5 @@ case "$cmd" in
 	tool) cmd_tool "$@" ;;
 	lib) require_lib; echo ;;
 	versions) echo "$KAFKA_VERSIONS" ;;
-	*) sed -n '2,38s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac
