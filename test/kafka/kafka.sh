@@ -29,6 +29,8 @@
 #                                   DIR "-" means no cluster of ours:
 #                                   $KAFKA_BROKERS is used.
 #   kafka.sh lib                    print the jar directory of $KAFKA_VERSION
+#   kafka.sh versions               the pinned versions (the first is the
+#                                   default)
 #
 # Environment:
 #   KAFKA_VERSION   Kafka version (default below; pinned: KAFKA_VERSIONS)
@@ -435,13 +437,12 @@ stop_node() {
 # every JVM still running with a config file of DIR (even if pids are lost)
 leftover_pids() {
 	local dir=$1 f pid
-	for f in /proc/[0-9]*/cmdline; do
+	for f in $(grep -laF -- "$dir/node" /proc/[0-9]*/cmdline 2>/dev/null); do
 		pid=${f#/proc/}
 		pid=${pid%/cmdline}
-		[ "$pid" = "$$" ] && continue
-		tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$dir/node" || continue
-		tr '\0' ' ' 2>/dev/null <"$f" | grep -q 'java' && echo "$pid"
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = java ] && echo "$pid"
 	done
+	return 0
 }
 
 cmd_stop() {
@@ -458,12 +459,16 @@ cmd_stop() {
 		load_env "$dir"
 		# all at once, and not for long: the data is thrown away, and the
 		# clean shutdown of the last nodes of a cluster waits for a quorum
+		pids=""
 		for n in $(seq 1 "$NODES"); do
-			p=$(node_pid "$dir" "$n") && kill -TERM "$p" 2>/dev/null
+			p=$(node_pid "$dir" "$n") && kill -TERM "$p" 2>/dev/null && pids+=" $p"
 		done
 		for _ in $(seq 1 50); do
-			pids=$(leftover_pids "$dir")
-			[ -z "$pids" ] && break
+			local alive=0
+			for p in $pids; do
+				kill -0 "$p" 2>/dev/null && alive=1
+			done
+			[ "$alive" = 0 ] && break
 			sleep 0.1
 		done
 	fi
@@ -585,5 +590,5 @@ case "$cmd" in
 	tool) cmd_tool "$@" ;;
 	lib) require_lib; echo ;;
 	versions) echo "$KAFKA_VERSIONS" ;;
-	*) sed -n '2,38s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac

@@ -8,7 +8,9 @@
 #   librdkafka.sh build     fetch node-rdkafka@$NODE_RDKAFKA (npm pack) and
 #                           build its librdkafka (C library only; SSL, SASL
 #                           PLAIN/SCRAM, lz4, zlib; no GSSAPI, curl, zstd)
-#                           into $SA_CACHE/librdkafka-VERSION
+#                           into $SA_CACHE/librdkafka-VERSION (as root:
+#                           /var/cache/pg_streamagg/librdkafka-VERSION, which
+#                           the unprivileged test user can read)
 #   librdkafka.sh env       print the environment that builds and runs
 #                           against it, for `eval`:
 #                             eval "$(test/kafka/librdkafka.sh env)"
@@ -49,7 +51,13 @@ version() {
 	EOF
 }
 
-prefix() { printf '%s/librdkafka-%s' "$SA_CACHE" "$(version)"; }
+# the install prefix must be readable by the user the test servers run as
+# (root's home is not): as root it is under /var/cache/pg_streamagg
+prefix() {
+	local root=$SA_CACHE
+	[ "$(id -u)" = 0 ] && root=/var/cache/pg_streamagg
+	printf '%s/librdkafka-%s' "${LIBRDKAFKA_ROOT:-$root}" "$(version)"
+}
 
 build() {
 	local p src

@@ -163,8 +163,8 @@ COMMIT;});
 	$_->{partition} = ($j++) % 2 foreach @$late_r;
 	push @txns, { commit => 0, rows => $late_r };
 
-	my ($n, $c, $a) = produce_transactions($topic, \@txns);
-	is("$n $c $a", '1850 3 4', '1850 messages in 3 committed and 4 aborted transactions');
+	my ($n, $nc_txn, $na_txn) = produce_transactions($topic, \@txns);
+	is("$n $nc_txn $na_txn", '1850 3 4', '1850 messages in 3 committed and 4 aborted transactions');
 	load_truth($node, 'truth_txn', \@committed);
 
 	create_counting_stream($node, 'txn', $topic,

@@ -25,12 +25,12 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pg_streamagg');
 
 sub version_lt
 {
-	my ($a, $b) = @_;
-	my @a = split /\./, $a;
-	my @b = split /\./, $b;
+	my ($x, $y) = @_;
+	my @x = split /\./, $x;
+	my @y = split /\./, $y;
 	for my $i (0 .. 2)
 	{
-		return ($a[$i] // 0) < ($b[$i] // 0) if ($a[$i] // 0) != ($b[$i] // 0);
+		return ($x[$i] // 0) < ($y[$i] // 0) if ($x[$i] // 0) != ($y[$i] // 0);
 	}
 	return 0;
 }
