@@ -287,6 +287,7 @@ check_stream(SaStream *st, const char *columns, const char *event_time)
 	/* who may set what, before librdkafka reads (or loads) anything */
 	sa_check_option_rights(st);
 	sa_apply_stream_options(st, true);
+	sa_kafka_check_compat(st);
 	if (st->csv_options && st->format != SA_FORMAT_CSV)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -299,6 +299,66 @@ sa_kafka_unreachable_since(SaWorker *w, bool got_messages)
 	return brokers_down_since;
 }
 
+/*
+ * Move partitions past what Kafka leaves unread by design: transaction
+ * markers and aborted transactions after the last message delivered.  Only
+ * with nothing fetched and waiting (the caller has no open batch), so the
+ * consumer's position is exactly what the worker has seen.  Returns
+ * whether any partition moved.
+ */
+bool
+sa_kafka_skip_markers(SaWorker *w)
+{
+	rd_kafka_topic_partition_list_t *list;
+	bool		moved = false;
+
+	if (w->nparts == 0 || rd_kafka_queue_length(w->queue) > 0)
+		return false;
+	list = rd_kafka_topic_partition_list_new(w->nparts);
+	for (int i = 0; i < w->nparts; i++)
+		rd_kafka_topic_partition_list_add(list, w->st->topic, w->parts[i].partition);
+	if (rd_kafka_position(w->rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		for (int i = 0; i < list->cnt; i++)
+		{
+			SaPartition *part = sa_find_partition(w, list->elems[i].partition);
+
+			if (part && list->elems[i].offset >= 0 && list->elems[i].offset > part->next_offset)
+			{
+				part->next_offset = list->elems[i].offset;
+				moved = true;
+			}
+		}
+	rd_kafka_topic_partition_list_destroy(list);
+	return moved;
+}
+
+/*
+ * At create time: say so when the linked librdkafka is known not to work
+ * with what the options ask.  SCRAM authentication fails against Kafka 4
+ * brokers before librdkafka 2.6.1 (the client nonce is sent twice, which
+ * Kafka 4 checks); older brokers accept it.
+ */
+void
+sa_kafka_check_compat(SaStream *st)
+{
+	ListCell   *lc;
+
+	foreach(lc, sa_option_list(st->options))
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if ((strcmp(opt->defname, "sasl.mechanisms") == 0 ||
+			 strcmp(opt->defname, "sasl.mechanism") == 0) &&
+			pg_strncasecmp(strVal(opt->arg), "SCRAM", 5) == 0 &&
+			rd_kafka_version() < 0x020601ff)
+			ereport(WARNING,
+					(errmsg("librdkafka %s cannot authenticate with %s against Kafka 4.x brokers",
+							rd_kafka_version_str(), strVal(opt->arg)),
+					 errdetail("SCRAM works with Kafka 3.x brokers; against Kafka 4.x it needs librdkafka 2.6.1 or later."),
+					 errhint("Use SASL PLAIN over TLS, or build pg_streamagg against a newer librdkafka.")));
+	}
+}
+
 /* The last broker error that said more than "all brokers are down". */
 const char *
 sa_kafka_error_cause(void)

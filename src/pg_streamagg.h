@@ -309,6 +309,7 @@ extern void sa_expr_functions(Node *expr, List **funcs);
 struct rd_kafka_conf_s;
 extern struct rd_kafka_conf_s *sa_kafka_conf(SaStream *st, char *errstr, size_t errlen);
 extern void sa_kafka_conf_destroy(struct rd_kafka_conf_s *conf);
+extern void sa_kafka_check_compat(SaStream *st);
 
 /*
  * Errors that one message's content can cause when it is written: a bad

@@ -674,6 +674,16 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	return TimestampDifferenceExceeds(w->batch_started, w->now, batch_time_ms(w));
 }
 
+/* Has any partition moved past its committed offset without a batch? */
+static bool
+offsets_ahead(SaWorker *w)
+{
+	for (int i = 0; i < w->nparts; i++)
+		if (w->parts[i].next_offset > w->parts[i].committed)
+			return true;
+	return false;
+}
+
 /*
  * Between batches: let the watermark advance with time (idle partitions),
  * commit it when it moved so that closed windows become final and are
@@ -693,7 +703,8 @@ idle_tick(SaWorker *w)
 	}
 	sa_refresh_other_partitions(w);
 	sa_update_watermark(w, now);
-	if (w->watermark > w->committed_watermark &&
+	(void) sa_kafka_skip_markers(w);
+	if ((offsets_ahead(w) || w->watermark > w->committed_watermark) &&
 		TimestampDifferenceExceeds(w->last_commit, now, batch_time_ms(w)))
 	{
 		start_batch_xact(w);

@@ -176,6 +176,7 @@ extern int64 sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *st
 extern void sa_kafka_update_watermarks(SaWorker *w);
 extern TimestampTz sa_kafka_unreachable_since(SaWorker *w, bool got_messages);
 extern const char *sa_kafka_error_cause(void);
+extern bool sa_kafka_skip_markers(SaWorker *w);
 extern void sa_kafka_group_commit(SaWorker *w);
 
 /* sink.c */

@@ -129,7 +129,7 @@ SELECT streamagg.create_window(name => 't_trig', stream => 'dw', size => '1 minu
                  min(bytes) AS min_b, max(bytes) AS max_b');
 CREATE TABLE audit (op text);
 CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
-  \$\$ BEGIN INSERT INTO audit VALUES (TG_OP); RETURN NEW; END \$\$;
+  \$\$ BEGIN INSERT INTO public.audit VALUES (TG_OP); RETURN NEW; END \$\$;  -- workers run with search_path = pg_catalog, pg_temp
 CREATE TRIGGER t_trig_audit AFTER INSERT OR UPDATE ON t_trig
   FOR EACH ROW EXECUTE FUNCTION audit_row();
 COMMIT;});
