@@ -265,7 +265,7 @@ sa_catalog_delete_dead_letters(const char *stream)
 void
 sa_catalog_delete_stream(const char *name)
 {
-	run_name("DELETE FROM streamagg.offsets WHERE stream = $1", name, false, SPI_OK_DELETE);
+	sa_catalog_delete_offsets(name);
 	sa_catalog_delete_dead_letters(name);
 	run_name("DELETE FROM streamagg.streams WHERE name = $1", name, false, SPI_OK_DELETE);
 }

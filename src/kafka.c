@@ -35,22 +35,6 @@ static TimestampTz last_probe = 0;
 static char group_name[256];	/* streamagg.kafka_group, "" when unset */
 static char last_group_error[512];	/* of the group commits; "" when fine */
 
-/* The value of the stream option "streamagg.kafka_group", or NULL. */
-static const char *
-sa_kafka_group(SaStream *st)
-{
-	ListCell   *lc;
-
-	foreach(lc, sa_option_list(st->options))
-	{
-		DefElem    *opt = lfirst(lc);
-
-		if (strcmp(opt->defname, "streamagg.kafka_group") == 0)
-			return strVal(opt->arg);
-	}
-	return NULL;
-}
-
 /*
  * Result of an asynchronous group commit: runs on the worker's thread
  * (served by rd_kafka_poll).  A failure is only logged, once per distinct
@@ -137,7 +121,7 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	char		kbytes[32];
-	const char *group = sa_kafka_group(st);
+	const char *group = st->kafka_group;
 	ListCell   *lc;
 
 	snprintf(kbytes, sizeof(kbytes), "%d", sa_queue_kbytes);
@@ -212,7 +196,7 @@ sa_kafka_start(SaWorker *w)
 						w->st->name, errstr)));
 	rd_kafka_set_log_queue(w->rk, NULL);
 	w->queue = rd_kafka_queue_get_consumer(w->rk);
-	strlcpy(group_name, sa_kafka_group(w->st) ? sa_kafka_group(w->st) : "", sizeof(group_name));
+	strlcpy(group_name, w->st->kafka_group ? w->st->kafka_group : "", sizeof(group_name));
 }
 
 /*
