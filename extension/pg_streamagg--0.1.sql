@@ -86,10 +86,27 @@ CREATE TABLE streamagg.dead_letters (
 );
 CREATE INDEX ON streamagg.dead_letters (stream, partition, "offset");
 
+-- Offsets the stream could not read, recorded in the transaction that
+-- moves past them: 'retention' (Kafka deleted them unread; the stream goes
+-- on at the log start) or 'truncated' (the log now ends before the
+-- committed offset; the stream stops).  to_offset is exclusive; messages
+-- is NULL when unknown (a truncated log).
+CREATE TABLE streamagg.gaps (
+    stream       text NOT NULL,
+    partition    int NOT NULL,
+    from_offset  bigint NOT NULL,
+    to_offset    bigint NOT NULL,
+    messages     bigint,
+    reason       text NOT NULL CHECK (reason IN ('retention', 'truncated')),
+    detected_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON streamagg.gaps (stream, partition, from_offset);
+
 SELECT pg_catalog.pg_extension_config_dump('streamagg.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.windows', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('streamagg.gaps', '');
 SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
 
 -- Who sees what: a role sees the rows of the streams it owns (or is a
@@ -97,17 +114,19 @@ SELECT pg_catalog.pg_extension_config_dump('streamagg.epoch_seq', '');
 -- hold secrets) is readable by no one but the extension's owner; a
 -- stream's owner reads it through streamagg.stream_options(name).
 REVOKE ALL ON streamagg.streams, streamagg.windows, streamagg.offsets,
-              streamagg.dead_letters FROM PUBLIC;
+              streamagg.dead_letters, streamagg.gaps FROM PUBLIC;
 GRANT SELECT (name, topic, brokers, columns, format, event_time, start_from,
               restart_from, parallelism, on_error, owner, state, last_error,
               failed_partition, failed_offset, skip_partition, skip_offset, created_at)
     ON streamagg.streams TO PUBLIC;
-GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters TO PUBLIC;
+GRANT SELECT ON streamagg.windows, streamagg.offsets, streamagg.dead_letters,
+                streamagg.gaps TO PUBLIC;
 
 ALTER TABLE streamagg.streams ENABLE ROW LEVEL SECURITY;
 ALTER TABLE streamagg.windows ENABLE ROW LEVEL SECURITY;
 ALTER TABLE streamagg.offsets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE streamagg.dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE streamagg.gaps ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY own_streams ON streamagg.streams FOR SELECT
     USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'USAGE'));
@@ -120,6 +139,10 @@ CREATE POLICY own_streams ON streamagg.offsets FOR SELECT
                    WHERE s.name OPERATOR(pg_catalog.=) stream
                      AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
 CREATE POLICY own_streams ON streamagg.dead_letters FOR SELECT
+    USING (EXISTS (SELECT 1 FROM streamagg.streams s
+                   WHERE s.name OPERATOR(pg_catalog.=) stream
+                     AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
+CREATE POLICY own_streams ON streamagg.gaps FOR SELECT
     USING (EXISTS (SELECT 1 FROM streamagg.streams s
                    WHERE s.name OPERATOR(pg_catalog.=) stream
                      AND pg_catalog.pg_has_role(s.owner::pg_catalog.oid, 'USAGE')));
@@ -196,7 +219,8 @@ SELECT s.name AS stream,
        coalesce(p.dead_letters, 0) AS dead_letters,
        p.watermark,
        p.last_commit,
-       s.last_error
+       s.last_error,
+       (SELECT count(*) FROM streamagg.gaps g WHERE g.stream = s.name) AS gaps
 FROM streamagg.streams s
 LEFT JOIN LATERAL (SELECT count(*)::int AS workers
                    FROM streamagg._live_workers() lw WHERE lw.stream = s.name) w ON true

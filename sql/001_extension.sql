@@ -19,6 +19,7 @@ ORDER BY 1;
 \d streamagg.windows
 \d streamagg.offsets
 \d streamagg.dead_letters
+\d streamagg.gaps
 \d streamagg.status
 \d streamagg.partitions
 
@@ -33,6 +34,7 @@ SELECT count(*) FROM streamagg.windows;
 SELECT * FROM streamagg.status;
 SELECT * FROM streamagg.partitions;
 SELECT count(*) FROM streamagg.dead_letters;
+SELECT count(*) FROM streamagg.gaps;
 
 -- Every role may read the catalog, except the options column of streams.
 SELECT grantee, privilege_type, count(*) AS columns
@@ -44,6 +46,7 @@ SELECT has_column_privilege('public', 'streamagg.streams', 'options', 'SELECT') 
        has_table_privilege('public', 'streamagg.windows', 'SELECT') AS windows,
        has_table_privilege('public', 'streamagg.offsets', 'SELECT') AS offsets,
        has_table_privilege('public', 'streamagg.dead_letters', 'SELECT') AS dead_letters,
+       has_table_privilege('public', 'streamagg.gaps', 'SELECT') AS gaps,
        has_table_privilege('public', 'streamagg.status', 'SELECT') AS status,
        has_table_privilege('public', 'streamagg.partitions', 'SELECT') AS partitions,
        has_table_privilege('public', 'streamagg.streams', 'INSERT') AS public_inserts_streams;

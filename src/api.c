@@ -831,6 +831,7 @@ sa_reset_offsets(PG_FUNCTION_ARGS)
 		foreach(lc, sa_catalog_window_names(name))
 			empty_window_tables(st, lfirst(lc));
 		sa_catalog_delete_dead_letters(name);
+		sa_catalog_delete_gaps(name);
 	}
 	SPI_finish();
 	sa_wake_manager_at_commit();

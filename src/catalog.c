@@ -220,9 +220,42 @@ sa_catalog_stop_stream(const char *name, const char *message, int32 partition, i
 	Datum		values[4] = {TEXT_ARG(name), TEXT_ARG(message), Int32GetDatum(partition),
 	Int64GetDatum(offset)};
 
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	/* a stop that is not at a message (a truncated log) leaves nothing to skip */
+	if (partition < 0)
+		nulls[2] = nulls[3] = 'n';
 	run("UPDATE streamagg.streams SET state = 'stopped', last_error = $2, "
 		"failed_partition = $3, failed_offset = $4 WHERE name = $1",
-		4, types, values, NULL, false, SPI_OK_UPDATE);
+		4, types, values, nulls, false, SPI_OK_UPDATE);
+}
+
+/*
+ * Record a range of offsets the stream could not read.  The same gap met
+ * again (a stream resumed without a reset stops at it again) is recorded
+ * once.  messages < 0: unknown.
+ */
+void
+sa_catalog_insert_gap(const char *stream, int32 partition, int64 from_offset,
+					  int64 to_offset, int64 messages, const char *reason)
+{
+	Oid			types[6] = {TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+	Datum		values[6] = {TEXT_ARG(stream), Int32GetDatum(partition),
+		Int64GetDatum(from_offset), Int64GetDatum(to_offset), Int64GetDatum(messages),
+	TEXT_ARG(reason)};
+	char		nulls[6] = {' ', ' ', ' ', ' ', messages < 0 ? 'n' : ' ', ' '};
+
+	run("INSERT INTO streamagg.gaps (stream, partition, from_offset, to_offset, messages, reason) "
+		"SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS "
+		"(SELECT 1 FROM streamagg.gaps g WHERE g.stream = $1 AND g.partition = $2 "
+		"AND g.from_offset = $3 AND g.to_offset = $4 AND g.reason = $6)",
+		6, types, values, nulls, false, SPI_OK_INSERT);
+}
+
+void
+sa_catalog_delete_gaps(const char *stream)
+{
+	run_name("DELETE FROM streamagg.gaps WHERE stream = $1", stream, false, SPI_OK_DELETE);
 }
 
 /*
@@ -267,6 +300,7 @@ sa_catalog_delete_stream(const char *name)
 {
 	sa_catalog_delete_offsets(name);
 	sa_catalog_delete_dead_letters(name);
+	sa_catalog_delete_gaps(name);
 	run_name("DELETE FROM streamagg.streams WHERE name = $1", name, false, SPI_OK_DELETE);
 }
 

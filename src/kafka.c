@@ -142,7 +142,7 @@ sa_kafka_conf(SaStream *st, char *errstr, size_t errlen)
 		!conf_set(conf, "enable.auto.commit", "false", errstr, errlen) ||
 		!conf_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
 		!conf_set(conf, "enable.partition.eof", "false", errstr, errlen) ||
-		!conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
+		!conf_set(conf, "auto.offset.reset", "error", errstr, errlen) ||
 		!conf_set(conf, "queued.max.messages.kbytes", kbytes, errstr, errlen) ||
 		!conf_set(conf, "queued.min.messages", "1000000", errstr, errlen) ||
 		!conf_set(conf, "fetch.wait.max.ms", "100", errstr, errlen) ||

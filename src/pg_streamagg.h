@@ -271,6 +271,9 @@ extern void sa_catalog_set_last_error(const char *name, const char *message);
 extern void sa_catalog_stop_stream(const char *name, const char *message,
 								   int32 partition, int64 offset);
 extern bool sa_catalog_skip_failed(const char *name);
+extern void sa_catalog_insert_gap(const char *stream, int32 partition, int64 from_offset,
+								  int64 to_offset, int64 messages, const char *reason);
+extern void sa_catalog_delete_gaps(const char *stream);
 extern bool sa_catalog_has_last_error(const char *name);
 extern void sa_catalog_set_restart_from(const char *name, const char *restart_from);
 extern void sa_catalog_delete_dead_letters(const char *stream);

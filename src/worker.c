@@ -539,6 +539,8 @@ reset_batch(SaWorker *w)
 	}
 	w->dead = NIL;
 	w->dead_bytes = 0;
+	w->gaps = NIL;
+	w->gap_reload = false;
 	w->batch_count = 0;
 	w->in_xact = false;
 	MemoryContextReset(w->batch_cxt);
@@ -559,6 +561,7 @@ write_batch(SaWorker *w)
 		elog(ERROR, "SPI_connect failed");
 	sa_leave(&w->owner_ctx);
 	sa_sink_offsets(w);
+	sa_sink_gaps(w, w->gaps);
 	sa_enter_owner(w->st->owner, &uctx);
 	for (int i = 0; i < w->nwindows; i++)
 		sa_window_flush(w->windows[i]);
@@ -638,11 +641,16 @@ stop_stream(SaWorker *w)
 {
 	sa_begin_xact();
 	sa_catalog_stop_stream(w->st->name, w->stop_error, w->stop_partition, w->stop_offset);
+	sa_sink_gaps(w, w->stop_gaps);
 	sa_commit_xact();
-	ereport(LOG,
-			(errmsg("pg_streamagg stream \"%s\" stopped: %s", w->st->name, w->stop_error),
-			 errhint("Fix what the message needs, or skip it into the dead letters with streamagg.resume('%s', skip => true).",
-					 w->st->name)));
+	if (w->stop_gaps)
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\" stopped: %s", w->st->name, w->stop_error)));
+	else
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\" stopped: %s", w->st->name, w->stop_error),
+				 errhint("Fix what the message needs, or skip it into the dead letters with streamagg.resume('%s', skip => true).",
+						 w->st->name)));
 }
 
 /* Must this batch be committed now? */
@@ -782,6 +790,8 @@ worker_run(SaWorker *w)
 				if (batch_due(w, msg) && !commit_batch(w))
 					reload = true;
 			}
+			else if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+				sa_gap_found(w, msg);
 			else if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 				sa_kafka_message_error(w, msg);
 			if (reload)
@@ -791,6 +801,14 @@ worker_run(SaWorker *w)
 				return SA_RUN_RELOAD;
 			}
 			rd_kafka_message_destroy(msg);
+		}
+		if (w->gap_reload)
+		{
+			/* the gaps with the offsets past them, then fetch afresh */
+			if (!w->in_xact)
+				start_batch_xact(w);
+			(void) commit_batch(w);
+			return SA_RUN_RELOAD;
 		}
 		if (batch_due(w, NULL) && !commit_batch(w))
 			return SA_RUN_RELOAD;

@@ -40,6 +40,16 @@ typedef struct SaDeadLetter
 	char	   *error;
 } SaDeadLetter;
 
+/* Offsets the stream could not read (gaps.c); to_offset is exclusive. */
+typedef struct SaGap
+{
+	int32		partition;
+	int64		from_offset;
+	int64		to_offset;
+	int64		messages;		/* -1: unknown */
+	const char *reason;			/* 'retention' or 'truncated' */
+} SaGap;
+
 /* A message whose write failed alone: it becomes a dead letter when met again. */
 typedef struct SaPoison
 {
@@ -109,8 +119,11 @@ typedef struct SaWorker
 	Size		dead_bytes;		/* their keys and payloads */
 	bool		stop_requested; /* on_error = stop met a bad message */
 	char	   *stop_error;
-	int32		stop_partition;
+	int32		stop_partition; /* -1: not at a message */
 	int64		stop_offset;
+	List	   *gaps;			/* SaGap moved past in this batch, in batch_cxt */
+	bool		gap_reload;		/* commit the gaps, then fetch from scratch */
+	List	   *stop_gaps;		/* SaGap recorded with the stop, in TopMemoryContext */
 
 	SaUserContext owner_ctx;	/* the batch acts as the stream's owner */
 	List	   *poison;			/* SaPoison, in TopMemoryContext */
@@ -126,6 +139,10 @@ extern void sa_commit_xact(void);
 extern void sa_note_window_error(SaWorker *w, int wi, const char *error);
 extern void sa_add_dead_letter(SaWorker *w, const rd_kafka_message_t *msg, const char *window,
 							   const char *reason, const char *error);
+
+/* gaps.c */
+extern void sa_gap_found(SaWorker *w, const rd_kafka_message_t *msg);
+extern void sa_sink_gaps(SaWorker *w, List *gaps);
 
 /* partitions.c */
 extern SaPartition *sa_find_partition(SaWorker *w, int32 partition);
