@@ -7,6 +7,7 @@
 #                            KAFKA_BROKERS=host:port,... make kafkacheck
 #   make demo                the main job end to end on a throwaway cluster
 #   make bench               the side-by-side benchmark
+#   make soak                10 minutes of producing under random faults
 
 MODULE_big = pg_streamagg
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
@@ -27,7 +28,7 @@ include $(PGXS)
 # every object depends on every header of ours (they are few and small)
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: test kafkacheck demo bench tools unlink-installed-lib
+.PHONY: test kafkacheck demo bench soak tools unlink-installed-lib
 
 # `install` rewrites files in place; a running server that maps the old
 # library would execute the new bytes.  Unlinking first gives the new
@@ -50,3 +51,12 @@ demo:
 
 bench:
 	bash test/bench/run.sh
+
+# the soak (test/t/013_soak.pl) for SOAK_SECONDS (default 10 minutes);
+# rss.tsv, rss.svg, faults.tsv and summary.txt land in SOAK_OUT
+SOAK_SECONDS ?= 600
+SOAK_OUT ?= /tmp/pg_streamagg-soak
+soak:
+	mkdir -p $(SOAK_OUT) && chmod 777 $(SOAK_OUT)
+	TAP_SCRIPT_TIMEOUT=$$(( $(SOAK_SECONDS) + 900 )) SOAK_SECONDS=$(SOAK_SECONDS) SOAK_OUT=$(SOAK_OUT) TESTS=013 SKIP_REGRESS=1 bash test/run_tests.sh
+	@echo "soak results: $(SOAK_OUT)"
