@@ -448,7 +448,7 @@ create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *s
 	char	   *view = final_view_name(rv->relname);
 	char	   *qualview = rv->schemaname ? quote_qualified_identifier(rv->schemaname, view)
 		: (char *) quote_identifier(view);
-	int64		horizon = w->lateness_us + (w->kind == SA_WIN_SESSION ? w->gap_us : 0);
+	int64		horizon = sa_final_horizon(w);
 
 	SPI_execute(psprintf("CREATE VIEW %s AS SELECT * FROM %s "
 						 "WHERE window_end + %s::interval <= streamagg.watermark(%s)",
