@@ -175,12 +175,16 @@ $$ BEGIN
      RETURN NULL;
    END $$;
 
+-- A stream name as stored: SQL identifier rules (see create_stream).
+CREATE FUNCTION streamagg._stream_name(stream text) RETURNS text
+AS 'MODULE_PATHNAME', 'sa_stream_name' LANGUAGE C IMMUTABLE STRICT;
+
 CREATE FUNCTION streamagg.watermark(stream text) RETURNS timestamptz
 LANGUAGE sql STABLE AS
 $$ SELECT COALESCE(
        (SELECT pg_catalog.min(o.watermark) FROM streamagg.offsets o
-        WHERE o.stream OPERATOR(pg_catalog.=) $1),
-       streamagg._no_watermark($1)) $$;
+        WHERE o.stream OPERATOR(pg_catalog.=) streamagg._stream_name($1)),
+       streamagg._no_watermark(streamagg._stream_name($1))) $$;
 
 -- One row per partition: committed offset, Kafka's high watermark, lag
 -- (NULL when unknown: no live worker has asked Kafka) and the largest

@@ -263,3 +263,45 @@ SELECT count(*) AS tables FROM pg_class
 WHERE relname IN ('hits_per_ip', 'all_aggs', 'hopping', 'slide_eq_size', 'per_status', 'total')
    OR (relnamespace = 'streamagg'::regnamespace AND relname LIKE 'avg_state_%');
 SELECT * FROM streamagg.status;
+
+-- Names: streams and windows alike follow the rules of SQL identifiers.
+-- Unquoted names fold to lower case, double quotes keep case and other
+-- characters; every function accepts any spelling create_* accepted.
+SELECT streamagg.create_stream('Clicks', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('"Clicks"', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('"My Stream.v2"', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('clicks', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('"clicks"', 't', '127.0.0.1:9', 'x int');
+SELECT name FROM streamagg.streams ORDER BY name COLLATE "C";
+SELECT streamagg.create_window('PerX', 'CLICKS', group_by => 'x');
+SELECT streamagg.create_window('"PerX"', '"Clicks"', group_by => 'x');
+SELECT streamagg.create_window('"Per X.v2"', '"My Stream.v2"');
+SELECT name, stream FROM streamagg.windows ORDER BY name COLLATE "C";
+SELECT to_regclass('perx') AS perx, to_regclass('"PerX"') AS "PerX",
+       to_regclass('"Per X.v2"') AS "Per X.v2", to_regclass('"Per X.v2_final"') AS final;
+SELECT streamagg.pause('ClIcKs');
+SELECT streamagg.pause('"Clicks"');
+SELECT name, state FROM streamagg.streams ORDER BY name COLLATE "C";
+SELECT streamagg.resume('"clicks"');
+SELECT streamagg.resume('"Clicks"', skip => false);
+SELECT streamagg.watermark('CLICKS'), streamagg.watermark('"My Stream.v2"');
+SELECT streamagg.stream_options('"My Stream.v2"');
+SELECT streamagg.reset_offsets('Clicks');
+-- bad names: the error says why
+\set VERBOSITY default
+SELECT streamagg.create_stream('My Stream', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('public.clicks', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('"unterminated', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('""', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_stream('"' || repeat('N', 62) || '"', 't', '127.0.0.1:9', 'x int');
+SELECT streamagg.create_window('Per X', 'clicks');
+SELECT streamagg.pause('My Stream.v2');
+SELECT streamagg.watermark('"CLICKS"');
+\set VERBOSITY terse
+SELECT streamagg.drop_window('"perx"');
+SELECT streamagg.drop_window('"Per X.v2"');
+SELECT streamagg.drop_stream('CLICKS', cascade => true);
+SELECT streamagg.drop_stream('"Clicks"', cascade => true);
+SELECT streamagg.drop_stream('"My Stream.v2"');
+SELECT count(*) AS streams FROM streamagg.streams;
+SELECT count(*) AS windows FROM streamagg.windows;

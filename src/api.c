@@ -54,6 +54,7 @@ PG_FUNCTION_INFO_V1(sa_pause);
 PG_FUNCTION_INFO_V1(sa_resume);
 PG_FUNCTION_INFO_V1(sa_reset_offsets);
 PG_FUNCTION_INFO_V1(sa_stream_options);
+PG_FUNCTION_INFO_V1(sa_stream_name);
 
 bool
 sa_is_owner(Oid owner)
@@ -73,6 +74,86 @@ arg_text(FunctionCallInfo fcinfo, int n, const char *what)
 				 errmsg("%s must not be null", what)));
 	}
 	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+/*
+ * A stream's name as stored: read like a window's name, by the rules of
+ * SQL identifiers (unquoted: folded to lower case; in double quotes: as
+ * written), and kept in the form that reads back to itself - quoted only
+ * where needed.  A stream is in no schema: a qualified name is refused.
+ * So 'Clicks', 'clicks' and '"clicks"' name one stream, '"Clicks"'
+ * another, and every function accepts any spelling that create_stream
+ * accepted.
+ */
+/*
+ * Split a stream or window name into its identifiers, by the rules of SQL
+ * identifiers, with an error that says what is wrong.
+ */
+static List *
+split_name(const char *name, const char *what)
+{
+	char	   *raw = pstrdup(name);
+	List	   *parts;
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(raw, '.', &parts) || parts == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid %s name \"%s\"", what, name),
+				 errdetail("A %s name is read as an SQL identifier: letters, digits, _ and $, folded to lower case, or any characters in double quotes.", what),
+				 strchr(name, '"') ? 0 :
+				 errhint("Double-quote the name to keep spaces, capitals or other characters, for example '\"%s\"'.", name)));
+	foreach(lc, parts)
+	{
+		if (((char *) lfirst(lc))[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_NAME),
+					 errmsg("invalid %s name \"%s\"", what, name),
+					 errdetail("A name in double quotes must not be empty.")));
+		result = lappend(result, makeString(lfirst(lc)));
+	}
+	return result;
+}
+
+char *
+sa_normalize_stream_name(const char *name)
+{
+	List	   *names;
+	char	   *key;
+
+	if (name[0] == '\0' || strlen(name) >= SA_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("stream name must have 1 to %d characters", SA_NAME_LEN - 1)));
+	names = split_name(name, "stream");
+	if (list_length(names) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("stream name \"%s\" is qualified", name),
+				 errdetail("A stream is in no schema; only its windows are tables."),
+				 errhint("Put a dot in double quotes to keep it in the name: '\"%s\"'.", name)));
+	key = (char *) quote_identifier(strVal(linitial(names)));
+	if (strlen(key) >= SA_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("stream name must have 1 to %d characters", SA_NAME_LEN - 1),
+				 errdetail("As stored, quoted, it is %s.", key)));
+	return key;
+}
+
+/* The name argument n of a function taking a stream, as stored. */
+static char *
+stream_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	return sa_normalize_stream_name(arg_text(fcinfo, n, what));
+}
+
+/* streamagg._stream_name(text): the stored form of a stream name. */
+Datum
+sa_stream_name(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(sa_normalize_stream_name(text_to_cstring(PG_GETARG_TEXT_PP(0)))));
 }
 
 /*
@@ -321,10 +402,7 @@ sa_create_stream(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", st->topic[0] == '\0' ? "topic" : "brokers")));
-	if (strlen(st->name) == 0 || strlen(st->name) >= SA_NAME_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_NAME),
-				 errmsg("stream name must have 1 to %d characters", SA_NAME_LEN - 1)));
+	st->name = sa_normalize_stream_name(st->name);
 	st->format = sa_parse_format(format);
 	st->on_error = sa_parse_on_error(on_error);
 	if (event_time && strcmp(event_time, "kafka_timestamp") == 0)
@@ -448,7 +526,7 @@ create_final_view(SaWindow *w, RangeVar *rv, const char *qualname, const char *s
 	char	   *view = final_view_name(rv->relname);
 	char	   *qualview = rv->schemaname ? quote_qualified_identifier(rv->schemaname, view)
 		: (char *) quote_identifier(view);
-	int64		horizon = w->lateness_us + (w->kind == SA_WIN_SESSION ? w->gap_us : 0);
+	int64		horizon = sa_final_horizon(w);
 
 	SPI_execute(psprintf("CREATE VIEW %s AS SELECT * FROM %s "
 						 "WHERE window_end + %s::interval <= streamagg.watermark(%s)",
@@ -531,7 +609,7 @@ normalize_window_name(const char *name, RangeVar **rvp)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
 				 errmsg("window name must not be empty")));
-	rv = makeRangeVarFromNameList(stringToQualifiedNameList(name));
+	rv = makeRangeVarFromNameList(split_name(name, "window"));
 	if (rvp)
 		*rvp = rv;
 	return rv->schemaname ? quote_qualified_identifier(rv->schemaname, rv->relname) :
@@ -587,7 +665,7 @@ Datum
 sa_create_window(PG_FUNCTION_ARGS)
 {
 	char	   *name = arg_text(fcinfo, 0, "name");
-	char	   *stream = arg_text(fcinfo, 1, "stream");
+	char	   *stream = stream_arg(fcinfo, 1, "stream");
 	char	   *group_by = arg_text(fcinfo, 4, NULL);
 	char	   *aggregates = arg_text(fcinfo, 5, "aggregates");
 	char	   *filter = arg_text(fcinfo, 6, NULL);
@@ -721,7 +799,7 @@ sa_drop_stream_internal(const char *name, bool cascade)
 Datum
 sa_drop_stream(PG_FUNCTION_ARGS)
 {
-	char	   *name = arg_text(fcinfo, 0, "name");
+	char	   *name = stream_arg(fcinfo, 0, "name");
 	bool		cascade = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 
 	SPI_connect();
@@ -748,7 +826,7 @@ set_state(const char *name, const char *state)
 Datum
 sa_pause(PG_FUNCTION_ARGS)
 {
-	set_state(arg_text(fcinfo, 0, "stream"), "paused");
+	set_state(stream_arg(fcinfo, 0, "stream"), "paused");
 	PG_RETURN_VOID();
 }
 
@@ -760,7 +838,7 @@ sa_pause(PG_FUNCTION_ARGS)
 Datum
 sa_resume(PG_FUNCTION_ARGS)
 {
-	char	   *name = arg_text(fcinfo, 0, "stream");
+	char	   *name = stream_arg(fcinfo, 0, "stream");
 
 	if (!PG_ARGISNULL(1) && PG_GETARG_BOOL(1))
 	{
@@ -814,7 +892,7 @@ empty_window_tables(SaStream *st, const char *window)
 Datum
 sa_reset_offsets(PG_FUNCTION_ARGS)
 {
-	char	   *name = arg_text(fcinfo, 0, "stream");
+	char	   *name = stream_arg(fcinfo, 0, "stream");
 	char	   *to = arg_text(fcinfo, 1, "\"to\"");
 	bool		replay = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 	SaStream   *st;
@@ -846,7 +924,7 @@ sa_stream_options(PG_FUNCTION_ARGS)
 	Jsonb	   *copy;
 
 	SPI_connect();
-	st = owned_stream(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	st = owned_stream(sa_normalize_stream_name(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 	copy = (Jsonb *) SPI_palloc(VARSIZE(st->options));
 	memcpy(copy, st->options, VARSIZE(st->options));
 	SPI_finish();

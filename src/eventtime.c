@@ -26,7 +26,9 @@
  * an on-time row while one fits before its end: such a row has t + gap +
  * lateness > watermark and t < window_end, so a session row is final only
  * once window_end + gap + lateness <= watermark; then no row that is not
- * late can change it.
+ * late can change it (a row behind that is counted only when every session
+ * it touches is still open: sa_session_late).  The _final view,
+ * final_until and the notifications all use this horizon.
  */
 int64
 sa_final_horizon(SaWindow *win)

@@ -347,5 +347,6 @@ sa_is_expression_error(int sqlerrcode)
 /* ---- api.c ---- */
 extern bool sa_is_owner(Oid owner);
 extern void sa_drop_stream_internal(const char *name, bool cascade);
+extern char *sa_normalize_stream_name(const char *name);
 
 #endif							/* PG_STREAMAGG_H */

@@ -17,9 +17,15 @@
  *	 window_start = first event time, window_end = last event time + gap
  *
  * Because merging is associative and commutative, the table is the same
- * whatever the arrival order, as long as no row is late.  A row is late
- * for a session window when even a session that ended at that row would
- * already be closed: event_time + gap + allowed_lateness <= watermark.
+ * whatever the arrival order, as long as no row is late.  A session row
+ * is final once window_end + gap + allowed_lateness <= watermark (see
+ * sa_final_horizon).  A row is on time when its own session would still
+ * be open (event_time + gap + allowed_lateness > watermark); such a row
+ * cannot reach a final session.  Any other row is late unless it falls
+ * into, extends or bridges sessions of its group that are all still open
+ * (sa_session_late looks them up in the batch and the result table);
+ * a row that would change a final session is late: final rows never
+ * change.
  *
  * Sessions of one group must be written by one worker: with parallelism
  * above 1, keep a group's rows in one partition (key the topic by it).
@@ -410,6 +416,189 @@ insert_sessions(SaWindow *w, List *groups, List *sessions)
 	if (w->session_state_insert_plan &&
 		SPI_execute_plan(w->session_state_insert_plan, st.values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write the avg state of window \"%s\"", w->name);
+}
+
+/* ---------- lateness ---------- */
+
+/* The prepared read of stored sessions touching an interval, per NULL pattern. */
+typedef struct LookPlan
+{
+	uint32		nullmask;
+	SPIPlanPtr	plan;
+} LookPlan;
+
+static SPIPlanPtr
+look_plan(SaWindow *w, uint32 mask)
+{
+	ListCell   *lc;
+	LookPlan   *lp;
+	StringInfoData sql;
+	Oid			types[FUNC_MAX_ARGS];
+	int			ntypes = 2;
+	MemoryContext old;
+
+	foreach(lc, w->session_look_plans)
+	{
+		lp = lfirst(lc);
+		if (lp->nullmask == mask)
+			return lp->plan;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	lp = palloc0(sizeof(LookPlan));
+	lp->nullmask = mask;
+	initStringInfo(&sql);
+	types[0] = TIMESTAMPTZOID;
+	types[1] = TIMESTAMPTZOID;
+	appendStringInfo(&sql, "SELECT window_start, window_end FROM %s WHERE window_end > $1 AND window_start < $2",
+					 w->result_name);
+	append_key_match(&sql, w, mask, "", 3, types, &ntypes);
+	lp->plan = SPI_prepare(sql.data, ntypes, types);
+	if (lp->plan == NULL)
+		elog(ERROR, "could not prepare \"%s\"", sql.data);
+	SPI_keepplan(lp->plan);
+	MemoryContextSwitchTo(TopMemoryContext);
+	w->session_look_plans = lappend(w->session_look_plans, lp);
+	MemoryContextSwitchTo(old);
+	return lp->plan;
+}
+
+/* One session (stored or of the batch) as an interval of event times. */
+typedef struct Span
+{
+	int64		start;
+	int64		last;
+} Span;
+
+/*
+ * Append to *spans the stored sessions of the row's group that touch
+ * [start, last]; returns the new count.  SPI is connected.
+ */
+static int
+stored_touching(SaWindow *w, SaRowInput *in, SPIPlanPtr plan, int64 start, int64 last,
+				Span **spans, int n, int *max)
+{
+	Datum		values[FUNC_MAX_ARGS];
+	int			nv = 2;
+
+	values[0] = TimestampTzGetDatum(start);
+	values[1] = TimestampTzGetDatum(last + w->gap_us);
+	for (int i = 0; i < w->ngroups; i++)
+		if (!in->keynulls[i])
+			values[nv++] = in->keys[i];
+	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the stored sessions of window \"%s\"", w->name);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		if (n == *max)
+		{
+			*max *= 2;
+			*spans = repalloc(*spans, sizeof(Span) * *max);
+		}
+		(*spans)[n].start = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[r],
+															  SPI_tuptable->tupdesc, 1, &isnull));
+		(*spans)[n].last = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[r],
+															 SPI_tuptable->tupdesc, 2, &isnull)) - w->gap_us;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Grow *sp to the whole session it belongs to: everything, stored or in
+ * the batch, that it reaches, and what that reaches in turn.
+ */
+static void
+whole_session(SaWindow *w, SaGroup *g, SaRowInput *in, SPIPlanPtr plan, Span *sp,
+			  Span **buf, int *max)
+{
+	bool		changed;
+
+	do
+	{
+		int			n = stored_touching(w, in, plan, sp->start, sp->last, buf, 0, max);
+
+		changed = false;
+		for (SaSession *s = g ? g->sessions : NULL; s != NULL; s = s->next)
+			if (sessions_touch(w, s->start, s->last, sp->start, sp->last) &&
+				(s->start < sp->start || s->last > sp->last))
+			{
+				sp->start = Min(sp->start, s->start);
+				sp->last = Max(sp->last, s->last);
+				changed = true;
+			}
+		for (int i = 0; i < n; i++)
+			if ((*buf)[i].start < sp->start || (*buf)[i].last > sp->last)
+			{
+				sp->start = Min(sp->start, (*buf)[i].start);
+				sp->last = Max(sp->last, (*buf)[i].last);
+				changed = true;
+			}
+	} while (changed);
+}
+
+/*
+ * Is a row late for a session window?  Called only for a row whose own
+ * session [t, t + gap) would already be closed (t + gap + lateness <=
+ * watermark; any other row is on time, and cannot reach a final session).
+ * Such a row is still counted when it falls into, extends or bridges
+ * sessions of its group that are all still open; it is late when it
+ * touches no session, or when any session it touches is final
+ * (window_end + gap + lateness <= watermark, see sa_final_horizon):
+ * final rows never change.  Sessions are looked for in the batch (g, NULL
+ * when the group has none) and in the result table; runs as the stream's
+ * owner, inside the batch's transaction.
+ */
+bool
+sa_session_late(SaWindow *w, SaGroup *g, SaRowInput *in, TimestampTz watermark)
+{
+	int64		t = in->event_time;
+	int			max = 8;
+	Span	   *touched = palloc(sizeof(Span) * max);
+	Span	   *buf = palloc(sizeof(Span) * max);
+	int			ntouched = 0;
+	bool		late = false;
+	uint32		mask = 0;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < w->ngroups; i++)
+		if (in->keynulls[i])
+			mask |= (1U << i);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = look_plan(w, mask);
+
+	/* what the row itself touches */
+	ntouched = stored_touching(w, in, plan, t, t, &touched, 0, &max);
+	for (SaSession *s = g ? g->sessions : NULL; s != NULL; s = s->next)
+		if (sessions_touch(w, s->start, s->last, t, t))
+		{
+			if (ntouched == max)
+			{
+				max *= 2;
+				touched = repalloc(touched, sizeof(Span) * max);
+			}
+			touched[ntouched].start = s->start;
+			touched[ntouched].last = s->last;
+			ntouched++;
+		}
+	if (ntouched == 0)
+		late = true;			/* it would only start a session, a closed one */
+
+	/* each as the whole session it is part of: is any of them final? */
+	max = 8;
+	for (int i = 0; i < ntouched && !late; i++)
+	{
+		Span		sp = touched[i];
+
+		whole_session(w, g, in, plan, &sp, &buf, &max);
+		late = sp.last + w->gap_us + sa_final_horizon(w) <= watermark;
+	}
+	SPI_finish();
+	pfree(touched);
+	pfree(buf);
+	return late;
 }
 
 /*

@@ -737,7 +737,15 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 
 		for (int s = 0; s < n; s++)
 		{
-			if (sa_window_closed(w, w->kind == SA_WIN_SESSION ? in->event_time : starts[s], watermark))
+			/*
+			 * A session row whose own session would be closed may still
+			 * fall into (or extend, or bridge) a session that is open:
+			 * looked up only then, so on-time rows cost nothing.
+			 */
+			if (w->kind == SA_WIN_SESSION ?
+				sa_window_closed(w, in->event_time, watermark) &&
+				sa_session_late(w, lookup_group(w, 0, in, batchcxt, false), in, watermark) :
+				sa_window_closed(w, starts[s], watermark))
 			{
 				late++;
 				continue;

@@ -140,6 +140,7 @@ typedef struct SaWindow
 	SPIPlanPtr	session_insert_plan;
 	SPIPlanPtr	session_state_insert_plan;
 	List	   *session_take_plans;	/* by NULL pattern of the group key */
+	List	   *session_look_plans;	/* the same, reading only (late checks) */
 
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
@@ -177,6 +178,7 @@ extern bool sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in);
 extern int	sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 								 TimestampTz watermark);
 extern bool sa_window_closed(SaWindow *w, int64 wstart, TimestampTz watermark);
+extern int64 sa_final_horizon(SaWindow *win);	/* eventtime.c */
 extern bool sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to);
 extern void sa_window_reset(SaWindow *w);
 extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
@@ -195,6 +197,7 @@ extern bool sa_direct_flush(SaWindow *w);
 /* session.c */
 extern void sa_session_add(SaWindow *w, SaGroup *g, SaRowInput *in, MemoryContext cxt);
 extern void sa_session_flush(SaWindow *w);
+extern bool sa_session_late(SaWindow *w, SaGroup *g, SaRowInput *in, TimestampTz watermark);
 
 /* sink.c */
 extern void sa_window_flush(SaWindow *w);

@@ -324,6 +324,10 @@ aggregate_into(SaWorker *w, int wi, const rd_kafka_message_t *msg, int64 t)
 		}
 		if (keep && sa_window_accumulate(win, in, w->batch_cxt, w->watermark) > 0)
 			sa_add_dead_letter(w, msg, win->name, "late",
+							   win->kind == SA_WIN_SESSION ?
+							   psprintf("event time %s is too late for window \"%s\": at watermark %s it falls into no open session of its group, or would change a final one",
+										sa_ts_text(t), win->name,
+										sa_ts_text(w->watermark)) :
 							   psprintf("event time %s is too late for window \"%s\": the watermark %s has passed the window's end plus its allowed lateness",
 										sa_ts_text(t), win->name,
 										sa_ts_text(w->watermark)));

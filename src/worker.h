@@ -157,7 +157,6 @@ extern void sa_schedule_metadata_check(SaWorker *w);
 
 /* eventtime.c */
 extern char *sa_ts_text(TimestampTz t);
-extern int64 sa_final_horizon(SaWindow *win);
 extern bool sa_event_time(SaWorker *w, int64 *t, char **error);
 extern void sa_update_watermark(SaWorker *w, TimestampTz now);
 extern void sa_notify_closed_windows(SaWorker *w);

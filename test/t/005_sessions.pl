@@ -159,6 +159,84 @@ ok( wait_for(
 	'killed: all rows committed after the crash');
 is(differences('killed_sess'), '0', 'killed: sessions exact through a SIGKILL');
 
+# 4. Lateness: a row is late only when it cannot join a session that is
+# still open.  Gap 5 s, no allowed lateness, one partition: the watermark
+# is the largest event time read.  A session is final once window_end +
+# gap + lateness <= watermark.  Group w only moves the watermark.
+create_topic('ss_lat', 1);
+$node->safe_psql('postgres', q{
+SELECT streamagg.create_stream(name => 'lat', topic => 'ss_lat', brokers => '} . $brokers . q{',
+  columns => 'k text, v int, ts timestamptz', event_time => 'ts',
+  options => '{"streamagg.batch_size": 100}');
+SELECT streamagg.create_window(name => 'lat_sess', stream => 'lat', size => NULL,
+  session_gap => '5 seconds', group_by => 'k', aggregates => 'count(*) AS n, sum(v) AS s');
+CREATE TABLE lat_seen AS SELECT * FROM lat_sess_final WHERE false;});
+my $lat_sent = 0;
+sub lat_step
+{
+	my ($what, @evs) = @_;
+	produce('ss_lat', [ map { { partition => 0,
+		payload => sprintf('{"k":"%s","v":1,"ts":%d}', $_->[0], $base + $_->[1] * 1000) } } @evs ]);
+	$lat_sent += @evs;
+	ok(wait_for($node, "SELECT messages FROM streamagg.status WHERE stream = 'lat'", $lat_sent, 60),
+		"lat: $what committed");
+	# everything _final ever lists must stay as it is
+	q1('INSERT INTO lat_seen SELECT * FROM lat_sess_final');
+}
+sub lat_sessions
+{
+	my ($k) = @_;
+	return q1(qq{SELECT string_agg((extract(epoch FROM window_start) - 1704067200)::bigint
+	                  || '-' || (extract(epoch FROM window_end) - 1704067200)::bigint
+	                  || ':' || n, ' ' ORDER BY window_start) FROM lat_sess WHERE k = '$k'});
+}
+sub lat_late
+{
+	return q1(q{SELECT coalesce(string_agg(trim_scale(((convert_from(payload, 'UTF8')::json->>'ts')::bigint - 1704067200000) / 1000.0)
+	                           || '', ' ' ORDER BY "offset"), '')
+	              FROM streamagg.dead_letters WHERE stream = 'lat' AND reason = 'late'});
+}
+
+# The case of the issue: events at 3, 6, 9 s, then one at 4 s at watermark
+# 9 s (its own session [4, 9) would be closed): it falls into the open
+# session [3, 14) and is counted.  Once with the session stored by an
+# earlier batch (a), once within one batch (c).
+lat_step('3, 6, 9 s', [ 'a', 3 ], [ 'a', 6 ], [ 'c', 3 ], [ 'c', 6 ], [ 'a', 9 ], [ 'c', 9 ], [ 'c', 4 ]);
+is(lat_sessions('a'), '3-14:3', 'session [3, 14) of three rows');
+is(lat_sessions('c'), '3-14:4', 'a row at 4 s after watermark 9 s falls into the open session of its batch: counted');
+lat_step('4 s after watermark 9 s', [ 'a', 4 ]);
+is(lat_sessions('a'), '3-14:4', 'the row at 4 s falls into the stored open session: counted, four rows');
+is(lat_late(), '', 'neither is a late dead letter');
+
+# Watermark 22: [3, 14) is final (14 + 5 <= 22); [16, 25) and [22, 27) are open.
+lat_step('16, 20, 22 s', [ 'a', 16 ], [ 'a', 20 ], [ 'b', 22 ]);
+is(q1("SELECT string_agg(k || ':' || n, ' ' ORDER BY k) FROM lat_sess_final"), 'a:4 c:4',
+	'the sessions [3, 14) are final at watermark 22');
+
+# Watermark 27.  Every row below has event_time + gap <= watermark.
+lat_step('rows behind watermark 27',
+	[ 'w', 27 ],
+	[ 'a', 12.5 ],    # would bridge the final [3, 14) with the open [16, 25)
+	[ 'a', 21 ],      # falls into the open [16, 25): counted, [16, 26)
+	[ 'a', -5 ],      # touches nothing: would only start a closed session
+	[ 'a', 11 ]);     # would only extend the final [3, 14)
+is(lat_sessions('a'), '3-14:4 16-26:3',
+	'a row extending an open session is counted; bridging into a final one is not');
+is(lat_late(), '12.5 -5 11', 'bridging into a final session, starting a closed one and extending a final one are late');
+is(q1("SELECT window_name FROM streamagg.dead_letters WHERE stream = 'lat' AND reason = 'late' LIMIT 1"), 'lat_sess',
+	'late dead letters name the window');
+
+# Watermark 31: [16, 26) becomes final; a row at 25 s bridges the two open
+# sessions [22, 27) and [28, 33) of b into one.
+lat_step('a bridge of two open sessions at watermark 31', [ 'b', 28 ], [ 'w', 31 ], [ 'b', 25 ], [ 'a', 23 ]);
+is(lat_sessions('b'), '22-33:3', 'a row bridging two open sessions merges them into one row');
+is(lat_late(), '12.5 -5 11 23', 'a row extending the session that just became final is late');
+is(q1("SELECT string_agg(k || ':' || n, ' ' ORDER BY k, window_start) FROM lat_sess_final"), 'a:4 a:3 c:4',
+	'final at watermark 31: the sessions ending at or before 26');
+ok(q1('SELECT count(*) FROM lat_seen') >= 5, 'the final view listed rows along the way');
+is(q1('SELECT count(*) FROM (SELECT * FROM lat_seen EXCEPT SELECT * FROM lat_sess) d'), '0',
+	'no row listed in _final changed later');
+
 ok(!(slurp_file($node->logfile) =~ /terminated by signal 11/), 'no worker crashed on its own');
 $node->stop;
 done_testing();
