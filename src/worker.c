@@ -155,6 +155,10 @@ load_definitions(SaWorker *w)
 	MemoryContext old;
 	int			ncols;
 
+	/* what the old definitions kept outside config_cxt goes with them */
+	for (int i = 0; i < w->nwindows; i++)
+		sa_window_free_plans(w->windows[i]);
+	w->nwindows = 0;
 	MemoryContextReset(w->config_cxt);
 	old = MemoryContextSwitchTo(w->config_cxt);
 	w->st = sa_load_stream(w->args.stream);
