@@ -181,5 +181,86 @@ is($diff, '0', 'the hopping window equals GROUP BY over every message');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM hop_w'),
 	1000 * $want, 'one row per message and hop');
 
+# --- reloads free what the old definitions kept ----------------------------
+#
+# Every create_window or drop_window makes the worker reload its
+# definitions; the plans it prepared for the old ones (kept with
+# SPI_keepplan, outside its own memory contexts) must go with them.  The
+# worker's memory is read with pg_log_backend_memory_contexts ("Grand
+# total" in the server log) after a first round of reloads and again after
+# many more: it must not grow with their number.
+
+$node->safe_psql('postgres', "SELECT streamagg.drop_stream('hop', cascade => true)");
+create_topic('mem_reload', 1);
+$node->safe_psql(
+	'postgres', qq{
+SELECT streamagg.create_stream(name => 'rl', topic => 'mem_reload', brokers => '$b',
+  columns => 'k text, v int, ts timestamptz', event_time => 'ts',
+  options => '{"streamagg.batch_time": 100}');
+SELECT streamagg.create_window(name => 'rl_w', stream => 'rl', size => '1 minute',
+  group_by => 'k', allowed_lateness => '1 day',
+  aggregates => 'count(*) AS n, sum(v) AS s, avg(v) AS a');});
+
+my $sent = 0;
+
+# one message, and wait until the worker has written it
+sub one_message
+{
+	$sent++;
+	produce('mem_reload',
+		[ { partition => 0, payload => sprintf('{"k":"k%d","v":%d,"ts":%d}', $sent % 7, $sent, $base_ms + $sent * 1000) } ]);
+	return wait_for($node, 'SELECT sum(n) FROM rl_w', $sent, 60);
+}
+
+# one reload: the temporary window comes or goes, then a message is written
+my $tmp_exists = 0;
+sub reload_once
+{
+	$node->safe_psql('postgres',
+		$tmp_exists
+		? "SELECT streamagg.drop_window('rl_tmp')"
+		: "SELECT streamagg.create_window(name => 'rl_tmp', stream => 'rl', size => '1 minute',
+		     group_by => 'k', allowed_lateness => '1 day', aggregates => 'count(*) AS n, avg(v) AS a')");
+	$tmp_exists = !$tmp_exists;
+	return one_message();
+}
+
+sub rl_pid
+{
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_streamagg rl/0'");
+}
+
+# the worker's memory, as pg_log_backend_memory_contexts tells the log
+sub memory_total
+{
+	my ($pid) = @_;
+	my $from = -s $node->logfile;
+	$node->safe_psql('postgres', "SELECT pg_log_backend_memory_contexts($pid)");
+	my $t0 = time;
+	while (time - $t0 < 60)
+	{
+		my $log = substr(slurp_file($node->logfile), $from);
+		return $1 if $log =~ /\[$pid\] LOG:  Grand total: (\d+) bytes/;
+		usleep(100_000);
+	}
+	return undef;
+}
+
+ok(one_message(), 'the reload stream counts its first message');
+my $ok = 1;
+$ok &&= reload_once() for 1 .. 10;
+ok($ok, 'messages counted through the first 10 reloads');
+my $rpid = rl_pid();
+my $before = memory_total($rpid);
+$ok &&= reload_once() for 1 .. 60;
+ok($ok, 'messages counted through 60 more reloads');
+is(rl_pid(), $rpid, 'the same worker reloaded in place');
+my $after = memory_total($rpid);
+ok(defined $before && defined $after, 'the worker logged its memory contexts');
+note("worker memory after 10 reloads: $before bytes; after 70: $after bytes");
+cmp_ok($after - $before, '<', 128 * 1024,
+	'60 reloads do not grow the worker by 128kB (kept plans are freed)');
+
 $node->stop;
 done_testing();
