@@ -19,6 +19,7 @@ int			sa_batch_time_ms = 200;
 int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
 int			sa_queue_kbytes = 32768;
+int			sa_batch_memory_kb = 65536;
 int			sa_max_workers_per_stream = 4;
 int			sa_max_workers_per_role = 8;
 
@@ -42,6 +43,12 @@ sa_define_gucs(void)
 							"Bounds how stale window tables can be at low message rates.",
 							&sa_batch_time_ms, 200, 1, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("streamagg.batch_memory",
+							"Memory a worker's batch may hold before it is committed early.",
+							"Counts the in-memory aggregation (groups, sessions, dead letters) of one batch; a batch reaching it commits before streamagg.batch_size.  A stream's option streamagg.batch_memory overrides it.",
+							&sa_batch_memory_kb, 65536, SA_BATCH_MEMORY_MIN_KB, MAX_KILOBYTES,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("streamagg.max_restart_delay",
 							"Longest wait before restarting a failing stream worker.",

@@ -53,6 +53,9 @@ extern int	sa_batch_time_ms;
 extern int	sa_max_restart_delay_s;
 extern int	sa_idle_timeout_ms;
 extern int	sa_queue_kbytes;
+extern int	sa_batch_memory_kb;
+
+#define SA_BATCH_MEMORY_MIN_KB 1024	/* streamagg.batch_memory at least 1MB */
 extern int	sa_max_workers_per_stream;
 extern int	sa_max_workers_per_role;
 extern void sa_define_gucs(void);
@@ -206,6 +209,7 @@ typedef struct SaStream
 	Jsonb	   *options;
 	int			batch_size;
 	int			batch_time_ms;
+	int			batch_memory_kb;	/* streamagg.batch_memory; 0: the setting */
 	int			idle_timeout_ms;
 	char	   *kafka_group;	/* streamagg.kafka_group, or NULL */
 	bool		csv_options;	/* streamagg.csv_* given */

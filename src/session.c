@@ -626,3 +626,34 @@ sa_session_flush(SaWindow *w)
 	if (sessions != NIL)
 		insert_sessions(w, groups, sessions);
 }
+
+/*
+ * Free the kept plans of a session window whose definition is discarded
+ * (the worker reloads); the list and its entries live in TopMemoryContext.
+ */
+void
+sa_session_free_plans(SaWindow *w)
+{
+	ListCell   *lc;
+
+	foreach(lc, w->session_take_plans)
+	{
+		TakePlan   *tp = lfirst(lc);
+
+		if (tp->plan)
+			SPI_freeplan(tp->plan);
+		if (tp->state_plan)
+			SPI_freeplan(tp->state_plan);
+	}
+	list_free_deep(w->session_take_plans);
+	w->session_take_plans = NIL;
+	foreach(lc, w->session_look_plans)
+	{
+		LookPlan   *lp = lfirst(lc);
+
+		if (lp->plan)
+			SPI_freeplan(lp->plan);
+	}
+	list_free_deep(w->session_look_plans);
+	w->session_look_plans = NIL;
+}

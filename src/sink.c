@@ -118,6 +118,31 @@ sa_prepare_kept(const char *sql, SaArrays *a)
 }
 
 static void
+free_kept(SPIPlanPtr *plan)
+{
+	if (*plan)
+		SPI_freeplan(*plan);
+	*plan = NULL;
+}
+
+/*
+ * Free the plans a window keeps across batches (SPI_keepplan puts them
+ * under CacheMemoryContext, out of reach of the worker's contexts): the
+ * worker calls this before it discards the window's definition on a
+ * reload, or every reload would leave them behind.
+ */
+void
+sa_window_free_plans(SaWindow *w)
+{
+	free_kept(&w->upsert_plan);
+	free_kept(&w->state_plan);
+	free_kept(&w->session_insert_plan);
+	free_kept(&w->session_state_insert_plan);
+	free_kept(&w->load_plan);
+	sa_session_free_plans(w);
+}
+
+static void
 run_plan(SPIPlanPtr plan, SaArrays *a, int expect)
 {
 	int			rc = SPI_execute_plan(plan, a->values, NULL, false, 0);

@@ -402,6 +402,27 @@ option_int(const char *key, const char *val, int min, int max)
 	return (int) v;
 }
 
+/*
+ * A memory size option in kilobytes, written as for work_mem: a number of
+ * kilobytes, or with a unit ('64MB', '512kB', '1GB').
+ */
+static int
+option_memory_kb(const char *key, const char *val)
+{
+	int			kb;
+	const char *hint = NULL;
+
+	if (!parse_int(val, &kb, GUC_UNIT_KB, &hint) ||
+		kb < SA_BATCH_MEMORY_MIN_KB || kb > MAX_KILOBYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"%s\"", val, key),
+				 errdetail("The value must be a memory size from %dkB to %dkB.",
+						   SA_BATCH_MEMORY_MIN_KB, MAX_KILOBYTES),
+				 errhint("Give a size such as '64MB' (a number alone is in kilobytes).")));
+	return kb;
+}
+
 /* An interval option in microseconds; 'off' for none (-1). */
 static int64
 option_interval(const char *key, const char *val)
@@ -489,7 +510,8 @@ sa_option_list(Jsonb *options)
  * Apply the stream's own options (keys "streamagg.*") and, when asked,
  * check every other key with librdkafka.  Stream option keys:
  *	 streamagg.csv_delimiter, streamagg.csv_quote,
- *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.idle_timeout (ms),
+ *	 streamagg.batch_size, streamagg.batch_time (ms), streamagg.batch_memory (kB
+ *	 or with a unit), streamagg.idle_timeout (ms),
  *	 streamagg.kafka_group, streamagg.max_future (interval or 'off')
  */
 void
@@ -501,6 +523,7 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 	st->csv_quote = '"';
 	st->batch_size = 0;
 	st->batch_time_ms = 0;
+	st->batch_memory_kb = 0;
 	st->idle_timeout_ms = -1;
 	st->kafka_group = NULL;
 	st->csv_options = false;
@@ -520,6 +543,8 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 			st->batch_size = option_int(key, val, 1, 10000000);
 		else if (strcmp(key, "streamagg.batch_time") == 0)
 			st->batch_time_ms = option_int(key, val, 1, 600000);
+		else if (strcmp(key, "streamagg.batch_memory") == 0)
+			st->batch_memory_kb = option_memory_kb(key, val);
 		else if (strcmp(key, "streamagg.idle_timeout") == 0)
 			st->idle_timeout_ms = option_int(key, val, 0, INT_MAX);
 		else if (strcmp(key, "streamagg.kafka_group") == 0)
@@ -530,7 +555,7 @@ sa_apply_stream_options(SaStream *st, bool validate_kafka)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown stream option \"%s\"", key),
-					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time, streamagg.idle_timeout, streamagg.kafka_group and streamagg.max_future; other keys go to librdkafka.")));
+					 errhint("Stream options are streamagg.csv_delimiter, streamagg.csv_quote, streamagg.batch_size, streamagg.batch_time, streamagg.batch_memory, streamagg.idle_timeout, streamagg.kafka_group and streamagg.max_future; other keys go to librdkafka.")));
 	}
 
 	if (validate_kafka)

@@ -198,11 +198,13 @@ extern bool sa_direct_flush(SaWindow *w);
 extern void sa_session_add(SaWindow *w, SaGroup *g, SaRowInput *in, MemoryContext cxt);
 extern void sa_session_flush(SaWindow *w);
 extern bool sa_session_late(SaWindow *w, SaGroup *g, SaRowInput *in, TimestampTz watermark);
+extern void sa_session_free_plans(SaWindow *w);
 
 /* sink.c */
 extern void sa_window_flush(SaWindow *w);
 extern void sa_add_array(SaArrays *a, Oid elemtype, Datum *elems, bool *nulls, int count);
 extern SPIPlanPtr sa_prepare_kept(const char *sql, SaArrays *a);
+extern void sa_window_free_plans(SaWindow *w);
 extern Datum sa_avg_final(SaAgg *a, Datum sum, int64 count);
 
 #endif							/* SA_WINDOW_H */

@@ -98,6 +98,33 @@ batch_time_ms(SaWorker *w)
 	return w->st->batch_time_ms > 0 ? w->st->batch_time_ms : sa_batch_time_ms;
 }
 
+/* The memory budget of a batch, in bytes (streamagg.batch_memory). */
+static Size
+batch_memory(SaWorker *w)
+{
+	int			kb = w->st->batch_memory_kb > 0 ? w->st->batch_memory_kb : sa_batch_memory_kb;
+
+	return (Size) kb * 1024;
+}
+
+/*
+ * Has the batch's in-memory aggregation reached its budget?  Everything a
+ * batch accumulates - groups, sessions, running values, dead letters -
+ * lives in batch_cxt, whose size the allocator keeps: the check is cheap
+ * enough for every message.  A message that spreads over many windows
+ * (hopping windows, up to 1000 per message) can overshoot by what that
+ * one message added.
+ */
+static bool
+batch_memory_full(SaWorker *w)
+{
+	if (MemoryContextMemAllocated(w->batch_cxt, true) < batch_memory(w))
+		return false;
+	elog(DEBUG1, "pg_streamagg stream \"%s\": batch of %d messages reached streamagg.batch_memory (%zu kB); committing it",
+		 w->st->name, w->batch_count, batch_memory(w) / 1024);
+	return true;
+}
+
 /* A transaction of the worker's own (catalog work), connected to SPI. */
 void
 sa_begin_xact(void)
@@ -128,6 +155,10 @@ load_definitions(SaWorker *w)
 	MemoryContext old;
 	int			ncols;
 
+	/* what the old definitions kept outside config_cxt goes with them */
+	for (int i = 0; i < w->nwindows; i++)
+		sa_window_free_plans(w->windows[i]);
+	w->nwindows = 0;
 	MemoryContextReset(w->config_cxt);
 	old = MemoryContextSwitchTo(w->config_cxt);
 	w->st = sa_load_stream(w->args.stream);
@@ -668,6 +699,8 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	if (w->stop_requested)
 		return true;
 	if (w->batch_count >= batch_size(w) || w->dead_bytes >= SA_BATCH_DEAD_BYTES)
+		return true;
+	if (batch_memory_full(w))
 		return true;
 	if (last && (part = sa_find_partition(w, last->partition)) != NULL &&
 		last->offset < part->careful_until)
