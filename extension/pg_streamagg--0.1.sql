@@ -92,7 +92,7 @@ CREATE INDEX ON streamagg.dead_letters (stream, partition, "offset");
 -- committed offset; the stream stops).  to_offset is exclusive; messages
 -- is NULL when unknown (a truncated log).
 CREATE TABLE streamagg.gaps (
-    stream       text NOT NULL,
+    stream       text NOT NULL REFERENCES streamagg.streams (name) ON DELETE CASCADE,
     partition    int NOT NULL,
     from_offset  bigint NOT NULL,
     to_offset    bigint NOT NULL,

@@ -222,6 +222,11 @@ worker_setup(SaWorker *w)
 	List	   *all;
 	List	   *mine;
 
+	/* a stop or gap found before a reload is found again, or not */
+	w->stop_requested = false;
+	list_free_deep(w->stop_gaps);
+	w->stop_gaps = NIL;
+
 	sa_begin_xact();
 	load_definitions(w);
 	sa_commit_xact();
@@ -828,7 +833,24 @@ worker_run(SaWorker *w)
 					reload = true;
 			}
 			else if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+			{
 				sa_gap_found(w, msg);
+
+				/*
+				 * librdkafka stopped fetching that partition: commit the gap
+				 * with the offsets past it now, then fetch afresh (a later
+				 * message must not commit the batch first and forget it).
+				 */
+				if (w->gap_reload && !w->stop_requested)
+				{
+					for (ssize_t j = i; j < n; j++)
+						rd_kafka_message_destroy(msgs[j]);
+					if (!w->in_xact)
+						start_batch_xact(w);
+					(void) commit_batch(w);
+					return SA_RUN_RELOAD;
+				}
+			}
 			else if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 				sa_kafka_message_error(w, msg);
 			if (reload)
@@ -838,14 +860,6 @@ worker_run(SaWorker *w)
 				return SA_RUN_RELOAD;
 			}
 			rd_kafka_message_destroy(msg);
-		}
-		if (w->gap_reload)
-		{
-			/* the gaps with the offsets past them, then fetch afresh */
-			if (!w->in_xact)
-				start_batch_xact(w);
-			(void) commit_batch(w);
-			return SA_RUN_RELOAD;
 		}
 		if (batch_due(w, NULL) && !commit_batch(w))
 			return SA_RUN_RELOAD;
