@@ -193,7 +193,8 @@ for my $opt (
 	[ 'statistics.interval.ms', '10' ])
 {
 	my ($k, $v) = @$opt;
-	refused('attacker', qq{SELECT streamagg.create_stream('o_$k', 'priv_attack', '$brokers', 'x int',
+	my $sn = 'o_' . ($k =~ s/\W/_/gr);    # stream names are identifiers
+	refused('attacker', qq{SELECT streamagg.create_stream('$sn', 'priv_attack', '$brokers', 'x int',
 			options => '{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "GSSAPI", "$k": "$v"}')},
 		qr/Kafka option "\Q$k\E" may be set only by a superuser/,
 		"a non-superuser may not set $k");
