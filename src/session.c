@@ -108,13 +108,36 @@ sa_session_add(SaWindow *w, SaGroup *g, SaRowInput *in, MemoryContext cxt)
 
 /* ---------- writing ---------- */
 
-/* The prepared DELETE of stored sessions for one NULL pattern of the key. */
+/* The prepared statements on stored sessions for one NULL pattern of the key. */
 typedef struct TakePlan
 {
 	uint32		nullmask;
-	SPIPlanPtr	plan;			/* result rows */
-	SPIPlanPtr	state_plan;		/* their avg state, or NULL */
+	SPIPlanPtr	plan;			/* DELETE of result rows, or NULL until used */
+	SPIPlanPtr	state_plan;		/* ... of their avg state, or NULL */
+	SPIPlanPtr	look_plan;		/* SELECT of their bounds (late checks), or NULL */
 } TakePlan;
+
+/* The entry of one NULL pattern (created empty), in TopMemoryContext. */
+static TakePlan *
+mask_plans(SaWindow *w, uint32 mask)
+{
+	ListCell   *lc;
+	TakePlan   *tp;
+	MemoryContext old;
+
+	foreach(lc, w->session_take_plans)
+	{
+		tp = lfirst(lc);
+		if (tp->nullmask == mask)
+			return tp;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	tp = palloc0(sizeof(TakePlan));
+	tp->nullmask = mask;
+	w->session_take_plans = lappend(w->session_take_plans, tp);
+	MemoryContextSwitchTo(old);
+	return tp;
+}
 
 static uint32
 null_mask(SaWindow *w, SaGroup *g)
@@ -149,23 +172,13 @@ append_key_match(StringInfo sql, SaWindow *w, uint32 mask, const char *alias, in
 static TakePlan *
 take_plan(SaWindow *w, uint32 mask)
 {
-	ListCell   *lc;
-	TakePlan   *tp;
+	TakePlan   *tp = mask_plans(w, mask);
 	StringInfoData sql;
 	Oid			types[FUNC_MAX_ARGS];
 	int			ntypes = 2;
-	MemoryContext old;
 
-	foreach(lc, w->session_take_plans)
-	{
-		tp = lfirst(lc);
-		if (tp->nullmask == mask)
-			return tp;
-	}
-
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	tp = palloc0(sizeof(TakePlan));
-	tp->nullmask = mask;
+	if (tp->plan != NULL)
+		return tp;
 	initStringInfo(&sql);
 	types[0] = TIMESTAMPTZOID;
 	types[1] = TIMESTAMPTZOID;
@@ -195,10 +208,7 @@ take_plan(SaWindow *w, uint32 mask)
 			elog(ERROR, "could not prepare \"%s\"", sql.data);
 		SPI_keepplan(tp->state_plan);
 	}
-	/* SPI_prepare leaves us in SPI's memory: the list must outlive it */
-	MemoryContextSwitchTo(TopMemoryContext);
-	w->session_take_plans = lappend(w->session_take_plans, tp);
-	MemoryContextSwitchTo(old);
+	pfree(sql.data);
 	return tp;
 }
 
@@ -421,45 +431,28 @@ insert_sessions(SaWindow *w, List *groups, List *sessions)
 /* ---------- lateness ---------- */
 
 /* The prepared read of stored sessions touching an interval, per NULL pattern. */
-typedef struct LookPlan
-{
-	uint32		nullmask;
-	SPIPlanPtr	plan;
-} LookPlan;
-
 static SPIPlanPtr
 look_plan(SaWindow *w, uint32 mask)
 {
-	ListCell   *lc;
-	LookPlan   *lp;
+	TakePlan   *tp = mask_plans(w, mask);
 	StringInfoData sql;
 	Oid			types[FUNC_MAX_ARGS];
 	int			ntypes = 2;
-	MemoryContext old;
 
-	foreach(lc, w->session_look_plans)
-	{
-		lp = lfirst(lc);
-		if (lp->nullmask == mask)
-			return lp->plan;
-	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	lp = palloc0(sizeof(LookPlan));
-	lp->nullmask = mask;
+	if (tp->look_plan != NULL)
+		return tp->look_plan;
 	initStringInfo(&sql);
 	types[0] = TIMESTAMPTZOID;
 	types[1] = TIMESTAMPTZOID;
 	appendStringInfo(&sql, "SELECT window_start, window_end FROM %s WHERE window_end > $1 AND window_start < $2",
 					 w->result_name);
 	append_key_match(&sql, w, mask, "", 3, types, &ntypes);
-	lp->plan = SPI_prepare(sql.data, ntypes, types);
-	if (lp->plan == NULL)
+	tp->look_plan = SPI_prepare(sql.data, ntypes, types);
+	if (tp->look_plan == NULL)
 		elog(ERROR, "could not prepare \"%s\"", sql.data);
-	SPI_keepplan(lp->plan);
-	MemoryContextSwitchTo(TopMemoryContext);
-	w->session_look_plans = lappend(w->session_look_plans, lp);
-	MemoryContextSwitchTo(old);
-	return lp->plan;
+	SPI_keepplan(tp->look_plan);
+	pfree(sql.data);
+	return tp->look_plan;
 }
 
 /* One session (stored or of the batch) as an interval of event times. */
@@ -644,16 +637,9 @@ sa_session_free_plans(SaWindow *w)
 			SPI_freeplan(tp->plan);
 		if (tp->state_plan)
 			SPI_freeplan(tp->state_plan);
+		if (tp->look_plan)
+			SPI_freeplan(tp->look_plan);
 	}
 	list_free_deep(w->session_take_plans);
 	w->session_take_plans = NIL;
-	foreach(lc, w->session_look_plans)
-	{
-		LookPlan   *lp = lfirst(lc);
-
-		if (lp->plan)
-			SPI_freeplan(lp->plan);
-	}
-	list_free_deep(w->session_look_plans);
-	w->session_look_plans = NIL;
 }

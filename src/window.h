@@ -139,8 +139,7 @@ typedef struct SaWindow
 	SPIPlanPtr	state_plan;
 	SPIPlanPtr	session_insert_plan;
 	SPIPlanPtr	session_state_insert_plan;
-	List	   *session_take_plans;	/* by NULL pattern of the group key */
-	List	   *session_look_plans;	/* the same, reading only (late checks) */
+	List	   *session_take_plans;	/* kept plans by NULL pattern of the group key */
 
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
