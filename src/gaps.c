@@ -26,22 +26,17 @@
 #include "worker.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 
-#define SA_BOUNDS_TIMEOUT_MS 10000
+static int	stale_answers = 0;	/* out-of-range reports in a row that were not */
 
-/* Kafka's log start and end of a partition; short tries, interruptible. */
+/* Kafka's log start and end of a partition (kafka.c asks, interruptibly). */
 static void
 log_bounds(SaWorker *w, int32 partition, int64 *lo, int64 *hi)
 {
-	rd_kafka_resp_err_t err;
+	rd_kafka_resp_err_t err = sa_kafka_log_bounds(w, partition, lo, hi);
 
-	for (int waited = 0;; waited += 500)
-	{
-		err = rd_kafka_query_watermark_offsets(w->rk, w->st->topic, partition, lo, hi, 500);
-		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited >= SA_BOUNDS_TIMEOUT_MS)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -134,6 +129,25 @@ sa_gap_found(SaWorker *w, const rd_kafka_message_t *msg)
 		truncated(w);
 		return;
 	}
+	else
+	{
+		/*
+		 * The offset is inside the log after all: librdkafka's answer came
+		 * from a broker that was behind (a leader change).  Fetch again,
+		 * after a wait that grows while the answers stay stale.
+		 */
+		stale_answers = Min(stale_answers + 1, 6);
+		ereport(stale_answers == 1 ? LOG : DEBUG1,
+				(errmsg("pg_streamagg stream \"%s\": offset %lld of partition %d was reported out of range but lies in the log (%lld to %lld); fetching again",
+						w->st->name, (long long) at, part->partition,
+						(long long) lo, (long long) hi)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L << stale_answers, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (at < lo)
+		stale_answers = 0;
 	/* a retention gap, or a stale answer: fetch everything again */
 	w->gap_reload = true;
 }

@@ -21,10 +21,15 @@
 #include "worker.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#define SA_METADATA_TIMEOUT_MS 10000
+#define SA_METADATA_TIMEOUT_MS 10000	/* at setup, and for log bounds */
+#define SA_METADATA_CHECK_MS 5000	/* the running worker's look for new partitions */
+#define SA_ASK_FIRST_MS 500		/* first try of a question to Kafka */
+#define SA_ASK_MAX_MS 4000		/* longest try: how long an interrupt may wait */
 #define SA_UNREACHABLE_PROBE_MS 5000
 
 static char last_kafka_error[512];
@@ -358,27 +363,157 @@ sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg)
 }
 
 /*
- * The partition ids of the stream's topic, in order.  Raises an error
- * when the brokers cannot be reached or the topic does not exist.
+ * Questions to Kafka (metadata, log bounds, offsets by time) block in
+ * librdkafka, which knows nothing of PostgreSQL's interrupts.  They are
+ * asked in tries whose timeout doubles from SA_ASK_FIRST_MS up to
+ * SA_ASK_MAX_MS - a slow broker or network (a round trip of seconds) is
+ * answered by a longer try, the usual case by the first - until total_ms
+ * have passed.  Between tries the worker serves librdkafka's callbacks and
+ * answers interrupts (shutdown, DROP DATABASE), so none waits more than
+ * SA_ASK_MAX_MS.  Errors that time can cure (a connection being set up, a
+ * leader being elected, a topic just created) are asked again after a
+ * short wait; others are returned at once.
  */
-List *
-sa_kafka_partitions(SaWorker *w)
+typedef rd_kafka_resp_err_t (*SaKafkaQuestion) (SaWorker *w, void *arg, int timeout_ms);
+
+static bool
+kafka_err_transient(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR__TIMED_OUT:
+		case RD_KAFKA_RESP_ERR__TRANSPORT:
+		case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+		case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+		case RD_KAFKA_RESP_ERR__STATE:
+		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+		case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+		case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+		case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+		case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+		case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+		case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+		case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static rd_kafka_resp_err_t
+kafka_ask(SaWorker *w, SaKafkaQuestion question, void *arg, int total_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), total_ms);
+	int			try_ms = SA_ASK_FIRST_MS;
+
+	for (;;)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+		rd_kafka_resp_err_t err = question(w, arg, try_ms);
+		long		secs;
+		int			usecs;
+
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR || !kafka_err_transient(err) ||
+			GetCurrentTimestamp() >= deadline)
+			return err;
+		sa_kafka_serve(w);
+		/* an error that came back at once is not asked again at once */
+		TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+		if (secs == 0 && usecs < 100000)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 200, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+		try_ms = Min(try_ms * 2, SA_ASK_MAX_MS);
+	}
+}
+
+/* The metadata of the stream's topic. */
+static rd_kafka_resp_err_t
+ask_metadata(SaWorker *w, void *arg, int timeout_ms)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->st->topic, NULL);
-	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err = rd_kafka_metadata(w->rk, 0, rkt,
+												(const struct rd_kafka_metadata **) arg,
+												timeout_ms);
+
+	rd_kafka_topic_destroy(rkt);
+	return err;
+}
+
+typedef struct SaBoundsQuestion
+{
+	int32		partition;
+	int64		lo;
+	int64		hi;
+} SaBoundsQuestion;
+
+static rd_kafka_resp_err_t
+ask_bounds(SaWorker *w, void *arg, int timeout_ms)
+{
+	SaBoundsQuestion *q = arg;
+
+	return rd_kafka_query_watermark_offsets(w->rk, w->st->topic, q->partition,
+											&q->lo, &q->hi, timeout_ms);
+}
+
+typedef struct SaTimeQuestion
+{
+	int32		partition;
+	int64		ms;				/* a time: ms since the Unix epoch */
+	int64		offset;			/* the first at or after it; -1: none */
+} SaTimeQuestion;
+
+static rd_kafka_resp_err_t
+ask_offsets_for_times(SaWorker *w, void *arg, int timeout_ms)
+{
+	SaTimeQuestion *q = arg;
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t err;
+
+	/* a failed try may have overwritten the time: a new list per try */
+	rd_kafka_topic_partition_list_add(list, w->st->topic, q->partition)->offset = q->ms;
+	err = rd_kafka_offsets_for_times(w->rk, list, timeout_ms);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		err = list->elems[0].err;
+	q->offset = list->elems[0].offset;
+	rd_kafka_topic_partition_list_destroy(list);
+	return err;
+}
+
+/*
+ * Kafka's log start (the first offset it still has) and log end (the
+ * next offset it will write) of one partition.
+ */
+rd_kafka_resp_err_t
+sa_kafka_log_bounds(SaWorker *w, int32 partition, int64 *lo, int64 *hi)
+{
+	SaBoundsQuestion q = {partition, -1, -1};
+	rd_kafka_resp_err_t err = kafka_ask(w, ask_bounds, &q, SA_METADATA_TIMEOUT_MS);
+
+	*lo = q.lo;
+	*hi = q.hi;
+	return err;
+}
+
+/*
+ * The partition ids of the stream's topic, in order.  Raises an error
+ * when the brokers cannot be reached or the topic does not exist.  At
+ * setup the brokers get SA_METADATA_TIMEOUT_MS to answer; a running
+ * worker looking for new partitions waits less, with a batch open.
+ */
+List *
+sa_kafka_partitions(SaWorker *w, bool setup)
+{
+	const struct rd_kafka_metadata *md = NULL;
 	rd_kafka_resp_err_t err;
 	List	   *parts = NIL;
 
-	/* short tries, so that a shutdown request is answered promptly */
-	for (int waited = 0;; waited += 500)
-	{
-		err = rd_kafka_metadata(w->rk, 0, rkt, &md, 500);
-		if (err != RD_KAFKA_RESP_ERR__TIMED_OUT || waited >= SA_METADATA_TIMEOUT_MS)
-			break;
-		CHECK_FOR_INTERRUPTS();
-		sa_kafka_serve(w);
-	}
-	rd_kafka_topic_destroy(rkt);
+	err = kafka_ask(w, ask_metadata, &md, setup ? SA_METADATA_TIMEOUT_MS : SA_METADATA_CHECK_MS);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		/*
@@ -422,8 +557,7 @@ sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
 				hi;
 	rd_kafka_resp_err_t err;
 
-	err = rd_kafka_query_watermark_offsets(w->rk, w->st->topic, partition, &lo, &hi,
-										   SA_METADATA_TIMEOUT_MS);
+	err = sa_kafka_log_bounds(w, partition, &lo, &hi);
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -439,20 +573,15 @@ sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
 																 CStringGetDatum(start_from),
 																 ObjectIdGetDatum(InvalidOid),
 																 Int32GetDatum(-1)));
-		int64		ms = (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000;
-		rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-		int64		off;
+		SaTimeQuestion q = {partition, (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000, -1};
 
-		rd_kafka_topic_partition_list_add(list, w->st->topic, partition)->offset = ms;
-		err = rd_kafka_offsets_for_times(w->rk, list, SA_METADATA_TIMEOUT_MS);
-		off = list->elems[0].offset;
-		rd_kafka_topic_partition_list_destroy(list);
+		err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
 		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not look up offsets by time in topic \"%s\": %s",
 							w->st->topic, rd_kafka_err2str(err))));
-		return off < 0 ? hi : off;
+		return q.offset < 0 ? hi : q.offset;
 	}
 }
 

@@ -47,29 +47,106 @@ sa_my_partitions(SaWorker *w, List *all)
 }
 
 /*
- * Claim our partitions with a fresh epoch.  Runs in the caller's
- * transaction.
+ * Where the partitions that have no offsets row yet are to start, asked
+ * of Kafka before the setup transaction locks anything: such a question
+ * can take seconds (a slow or unreachable broker), and pause, DROP
+ * DATABASE or the API must not wait behind it.
  *
  * Where a partition starts is decided once per partition and per start
  * of the stream (its creation, or a reset_offsets): the first worker to
- * find no offsets rows at all resolves start_from for every partition of
- * the topic and creates their rows, so a worker that starts later - a
- * worker slot freed late - finds its partitions already placed.  A
- * partition without a row after that appeared later in Kafka, and is
- * read from its beginning: its messages all came after the stream
- * started.
+ * find no offsets rows at all places every partition of the topic at
+ * start_from, so a worker that starts later - a worker slot freed late -
+ * finds its partitions already placed.  A partition without a row after
+ * that appeared later in Kafka, and is read from offset 0: its messages
+ * all came after the stream started, and if retention deleted some before
+ * we got there, the fetch finds the offset out of range and records the
+ * gap (gaps.c).
+ *
+ * Which rows exist is read in a transaction of its own;
+ * sa_claim_partitions finds out if that changed since.
  */
-void
-sa_claim_partitions(SaWorker *w, List *all, List *mine)
+SaStarts *
+sa_resolve_starts(SaWorker *w, List *all, List *mine)
+{
+	SaStarts   *starts = palloc0(sizeof(SaStarts));
+	List	   *have = NIL;
+	List	   *ask;
+	ListCell   *lc;
+	uint64		n;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	sa_begin_xact();
+	n = sa_catalog_partition_rows(w->st->name);
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+		int32		p = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		have = lappend_int(have, p);
+		MemoryContextSwitchTo(old);
+	}
+	sa_commit_xact();
+	MemoryContextSwitchTo(cxt);
+
+	starts->fresh = (n == 0);
+	ask = starts->fresh ? all : list_difference_int(mine, have);
+	starts->n = list_length(ask);
+	starts->partition = palloc(sizeof(int32) * Max(starts->n, 1));
+	starts->offset = palloc(sizeof(int64) * Max(starts->n, 1));
+	n = 0;
+	foreach(lc, ask)
+	{
+		starts->partition[n] = lfirst_int(lc);
+		starts->offset[n++] = starts->fresh ?
+			sa_kafka_resolve_start(w, lfirst_int(lc), w->st->start_from) : 0;
+	}
+	list_free(have);
+	if (!starts->fresh)
+		list_free(ask);
+	return starts;
+}
+
+/* The start resolved for a partition; false if none was. */
+static bool
+start_of(SaStarts *starts, int32 partition, int64 *offset)
+{
+	for (int i = 0; i < starts->n; i++)
+		if (starts->partition[i] == partition)
+		{
+			*offset = starts->offset[i];
+			return true;
+		}
+	return false;
+}
+
+/*
+ * Claim our partitions with a fresh epoch, placing partitions where
+ * sa_resolve_starts found them to start.  Runs in the caller's
+ * transaction, which holds the stream's row.  Returns false, with rows
+ * possibly changed, when the offsets rows are no longer what
+ * sa_resolve_starts saw (a reset, or another worker's first placement,
+ * in between): the caller rolls back and asks again.
+ */
+bool
+sa_claim_partitions(SaWorker *w, SaStarts *starts, List *all, List *mine)
 {
 	ListCell   *lc;
 	int			i = 0;
 
 	w->watermark = DT_NOBEGIN;
-	if (!sa_catalog_has_offsets(w->st->name))
+	if (sa_catalog_has_offsets(w->st->name) == starts->fresh)
+		return false;
+	if (starts->fresh)
 		foreach(lc, all)
-			sa_catalog_place_partition(w->st->name, lfirst_int(lc),
-									   sa_kafka_resolve_start(w, lfirst_int(lc), w->st->start_from));
+		{
+			int64		offset;
+
+			if (!start_of(starts, lfirst_int(lc), &offset))
+				return false;
+			sa_catalog_place_partition(w->st->name, lfirst_int(lc), offset);
+		}
 	w->epoch = sa_catalog_next_epoch();
 	w->nparts = list_length(mine);
 	if (w->nparts > SA_MAX_PARTS_PER_WORKER)
@@ -86,9 +163,13 @@ sa_claim_partitions(SaWorker *w, List *all, List *mine)
 
 		part->partition = lfirst_int(lc);
 		if (!sa_catalog_claim_partition(w->st->name, part->partition, w->epoch, &claim))
-			sa_catalog_insert_partition(w->st->name, part->partition, w->epoch,
-										sa_kafka_resolve_start(w, part->partition, "earliest"),
-										&claim);
+		{
+			int64		offset;
+
+			if (!start_of(starts, part->partition, &offset))
+				return false;
+			sa_catalog_insert_partition(w->st->name, part->partition, w->epoch, offset, &claim);
+		}
 		if (claim.watermark > w->watermark)
 			w->watermark = claim.watermark;
 		part->last_message = GetCurrentTimestamp();
@@ -97,6 +178,7 @@ sa_claim_partitions(SaWorker *w, List *all, List *mine)
 		part->max_event_time = claim.max_event_time;
 		part->careful_until = sa_careful_until(part->partition);
 	}
+	return true;
 }
 
 /*
@@ -205,7 +287,7 @@ sa_partitions_changed(SaWorker *w)
 	sa_schedule_metadata_check(w);
 	PG_TRY();
 	{
-		List	   *all = sa_kafka_partitions(w);
+		List	   *all = sa_kafka_partitions(w, false);
 		List	   *mine = sa_my_partitions(w, all);
 
 		nmine = list_length(mine);

@@ -214,13 +214,16 @@ load_definitions(SaWorker *w)
  * definitions are read in one transaction, after the claim has locked our
  * offsets rows: a concurrent create_window either committed before (we
  * see it) or resets our epoch after (our first commit fails and we
- * reload).
+ * reload).  Kafka is asked everything it must answer (partitions, where
+ * new ones start) before that transaction, so that nothing waits on the
+ * stream's row behind a slow broker.
  */
 static void
 worker_setup(SaWorker *w)
 {
 	List	   *all;
 	List	   *mine;
+	SaStarts   *starts = NULL;
 
 	/* a stop or gap found before a reload is found again, or not */
 	w->stop_requested = false;
@@ -232,24 +235,47 @@ worker_setup(SaWorker *w)
 	sa_commit_xact();
 
 	sa_kafka_start(w);
-	all = sa_kafka_partitions(w);
+	all = sa_kafka_partitions(w, true);
 	mine = sa_my_partitions(w, all);
 
-	/*
-	 * Hold the stream's row (FOR SHARE) for the rest of the setup
-	 * transaction and take a fresh snapshot: create_window and friends
-	 * lock it FOR UPDATE, so the windows we load next are exactly those in
-	 * force, and any change after our commit fences the epoch we claim.
-	 */
-	sa_begin_xact();
-	if (!sa_catalog_lock_stream(w->args.stream, false))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("stream \"%s\" does not exist", w->args.stream)));
-	PopActiveSnapshot();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	load_definitions(w);
-	sa_claim_partitions(w, all, mine);
+	for (int tries = 1;; tries++)
+	{
+		if (starts)
+		{
+			pfree(starts->partition);
+			pfree(starts->offset);
+			pfree(starts);
+		}
+		starts = sa_resolve_starts(w, all, mine);
+
+		/*
+		 * Hold the stream's row (FOR SHARE) for the rest of the setup
+		 * transaction and take a fresh snapshot: create_window and friends
+		 * lock it FOR UPDATE, so the windows we load next are exactly those
+		 * in force, and any change after our commit fences the epoch we
+		 * claim.
+		 */
+		sa_begin_xact();
+		if (!sa_catalog_lock_stream(w->args.stream, false))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("stream \"%s\" does not exist", w->args.stream)));
+		PopActiveSnapshot();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		load_definitions(w);
+		if (sa_claim_partitions(w, starts, all, mine))
+			break;
+		/* reset or placed by another worker since we asked: ask again */
+		if (tries >= 5)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("stream \"%s\" kept being reset while worker %d was starting",
+							w->st->name, w->args.index)));
+		AbortCurrentTransaction();
+	}
+	pfree(starts->partition);
+	pfree(starts->offset);
+	pfree(starts);
 	sa_load_other_partitions(w);
 	w->committed_watermark = w->watermark;
 	w->min_event = DT_NOEND;

@@ -147,7 +147,16 @@ extern void sa_sink_gaps(SaWorker *w, List *gaps);
 /* partitions.c */
 extern SaPartition *sa_find_partition(SaWorker *w, int32 partition);
 extern List *sa_my_partitions(SaWorker *w, List *all);
-extern void sa_claim_partitions(SaWorker *w, List *all, List *mine);
+/* Where partitions without an offsets row start (sa_resolve_starts). */
+typedef struct SaStarts
+{
+	bool		fresh;			/* the stream had no offsets rows at all */
+	int			n;
+	int32	   *partition;
+	int64	   *offset;
+} SaStarts;
+extern SaStarts *sa_resolve_starts(SaWorker *w, List *all, List *mine);
+extern bool sa_claim_partitions(SaWorker *w, SaStarts *starts, List *all, List *mine);
 extern void sa_load_other_partitions(SaWorker *w);
 extern void sa_refresh_other_partitions(SaWorker *w);
 extern void sa_publish_partitions(SaWorker *w);
@@ -184,7 +193,8 @@ extern bool sa_parse_epoch_millis(const char *s, size_t len, TimestampTz *result
 /* kafka.c */
 extern void sa_kafka_start(SaWorker *w);
 extern void sa_kafka_stop(SaWorker *w);
-extern List *sa_kafka_partitions(SaWorker *w);
+extern List *sa_kafka_partitions(SaWorker *w, bool setup);
+extern rd_kafka_resp_err_t sa_kafka_log_bounds(SaWorker *w, int32 partition, int64 *lo, int64 *hi);
 extern void sa_kafka_assign(SaWorker *w);
 extern void sa_kafka_serve(SaWorker *w);
 extern void sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg);

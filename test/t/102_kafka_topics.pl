@@ -6,6 +6,10 @@
 #   3. a transactional producer: aborted transactions are never aggregated,
 #      lag reaches 0 and the watermark is not held back by the markers
 #   4. a compacted topic: the results equal the messages that remain, lag 0
+#   5. the topic does not exist yet when the stream starts (the broker does
+#      not create topics on request): the stream shows 'failing' with the
+#      reason, retries with back-off, and consumes everything once the
+#      topic is created
 #
 # broker: kafka
 # kafkacheck: yes
@@ -269,6 +273,32 @@ COMMIT;});
 	is(differences($node, 'compact_w', 'truth_compact'), '0',
 		'window equals the GROUP BY over the remaining messages');
 	$node->safe_psql('postgres', "SELECT streamagg.drop_stream('compact', cascade => true)");
+}
+
+# ---------------------------------------------------------------------------
+# 5. A stream created before its topic.
+{
+	my $topic = kafka_topic('not_yet');
+	create_counting_stream($node, 'notyet', $topic);
+	ok(wait_for($node,
+		"SELECT state || ': ' || (last_error LIKE '%topic \"$topic\" is not available%')::text
+		   FROM streamagg.status WHERE stream = 'notyet'",
+		'failing: true', 60),
+		'topic missing: the stream is failing and says the topic is not available');
+	sleep 10;
+	my $lines = () = slurp_file($node->logfile) =~ /ERROR: .*topic "\Q$topic\E" is not available/g;
+	ok($lines >= 1 && $lines <= 8, "topic missing: retried with back-off ($lines failures logged)");
+
+	kafka_create_topic($topic, 2);
+	my ($rows, $truth) = make_events(\%ev, 300);
+	$_->{partition} = $_->{ts} % 2 for @$rows;
+	produce($topic, $rows);
+	load_truth($node, 'truth_notyet', $truth);
+	ok(wait_caught_up($node, 'notyet', 300, 180), 'topic created: every message is read');
+	is(differences($node, 'notyet_w', 'truth_notyet'), '0', 'window equals the truth');
+	ok(wait_for($node, "SELECT state || ':' || coalesce(last_error, 'none') FROM streamagg.status WHERE stream = 'notyet'",
+		'running:none', 30), 'the error clears once the topic is there');
+	$node->safe_psql('postgres', "SELECT streamagg.drop_stream('notyet', cascade => true)");
 }
 
 $node->stop;

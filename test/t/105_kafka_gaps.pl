@@ -6,6 +6,9 @@
 #   2. the topic is deleted and re-created with fewer records: the stream
 #      stops with a 'truncated' gap for every partition and the reason;
 #      reset_offsets rebuilds it from the new topic
+#   3. a partition added while the stream is paused, whose first records
+#      are deleted before the stream resumes: the stream reads the new
+#      partition from offset 0, so the deleted ones are a 'retention' gap
 #
 # broker: kafka
 
@@ -120,6 +123,37 @@ load_truth($node, 'truth', $lines2);
 is(differences($node, 'kg_w', 'truth'), '0', 'window equals the GROUP BY over the new topic');
 is($node->safe_psql('postgres', "SELECT state, gaps FROM streamagg.status WHERE stream = 'kg'"),
 	'running|0', 'running, the old gaps forgotten by the rebuild');
+
+# --- 3. a new partition loses records before it is first read --------------
+
+my $topic3 = kafka_topic('k_gaps_new');
+kafka_create_topic($topic3, 1);
+my %ev3;
+my ($rows3, $lines3) = make_events(\%ev3, 50);
+$_->{partition} = 0 for @$rows3;
+produce($topic3, $rows3);
+create_counting_stream($node, 'kn', $topic3);
+ok(wait_caught_up($node, 'kn', 50), 'new partition: the first 50 read');
+$node->safe_psql('postgres', "SELECT streamagg.pause('kn')");
+ok(wait_for($node, "SELECT workers FROM streamagg.status WHERE stream = 'kn'", '0', 30),
+	'new partition: paused');
+kafka_add_partitions($topic3, 2);
+my ($rows4, $lines4) = make_events(\%ev3, 50);
+$_->{partition} = 1 for @$rows4;
+produce($topic3, $rows4);
+my $file3 = PostgreSQL::Test::Utils::tempdir() . '/delete3.json';
+open(my $fh3, '>', $file3) or die;
+print $fh3 qq({"version": 1, "partitions": [{"topic": "$topic3", "partition": 1, "offset": 20}]});
+close $fh3;
+kafka_tool('kafka-delete-records', '--offset-json-file', $file3);
+$node->safe_psql('postgres', "SELECT streamagg.resume('kn')");
+ok(wait_caught_up($node, 'kn', 80), 'new partition: the 30 records left are read');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(partition || ':' || from_offset || '-' || to_offset || ':' || messages || ':' || reason, ',')
+		   FROM streamagg.gaps WHERE stream = 'kn'"),
+	'1:0-20:20:retention', 'new partition: its deleted records are a retention gap from offset 0');
+load_truth($node, 'truth3', [ @$lines3, @{$lines4}[20 .. 49] ]);
+is(differences($node, 'kn_w', 'truth3'), '0', 'new partition: window equals the GROUP BY over what was read');
 
 $node->stop;
 done_testing();
