@@ -445,29 +445,20 @@ ask_metadata(SaWorker *w, void *arg, int timeout_ms)
 	return err;
 }
 
-typedef struct SaBoundsQuestion
-{
-	int32		partition;
-	int64		lo;
-	int64		hi;
-} SaBoundsQuestion;
-
-static rd_kafka_resp_err_t
-ask_bounds(SaWorker *w, void *arg, int timeout_ms)
-{
-	SaBoundsQuestion *q = arg;
-
-	return rd_kafka_query_watermark_offsets(w->rk, w->st->topic, q->partition,
-											&q->lo, &q->hi, timeout_ms);
-}
-
 typedef struct SaTimeQuestion
 {
 	int32		partition;
-	int64		ms;				/* a time: ms since the Unix epoch */
+	int64		ms;				/* a time: ms since the Unix epoch, or -2/-1 */
 	int64		offset;			/* the first at or after it; -1: none */
 } SaTimeQuestion;
 
+/*
+ * Offsets by time.  rd_kafka_offsets_for_times keeps to its timeout even
+ * when the partition's leader is down, which rd_kafka_query_watermark_
+ * offsets does not (it waits for the request's socket timeout), so log
+ * bounds are asked this way too: Kafka answers the times -2 and -1 with
+ * the log start and the log end.
+ */
 static rd_kafka_resp_err_t
 ask_offsets_for_times(SaWorker *w, void *arg, int timeout_ms)
 {
@@ -482,6 +473,29 @@ ask_offsets_for_times(SaWorker *w, void *arg, int timeout_ms)
 		err = list->elems[0].err;
 	q->offset = list->elems[0].offset;
 	rd_kafka_topic_partition_list_destroy(list);
+	return err;
+}
+
+typedef struct SaBoundsQuestion
+{
+	int32		partition;
+	int64		lo;
+	int64		hi;
+} SaBoundsQuestion;
+
+static rd_kafka_resp_err_t
+ask_bounds(SaWorker *w, void *arg, int timeout_ms)
+{
+	SaBoundsQuestion *q = arg;
+	SaTimeQuestion start = {q->partition, RD_KAFKA_OFFSET_BEGINNING, -1};
+	SaTimeQuestion end = {q->partition, RD_KAFKA_OFFSET_END, -1};
+	rd_kafka_resp_err_t err;
+
+	err = ask_offsets_for_times(w, &start, timeout_ms);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		err = ask_offsets_for_times(w, &end, timeout_ms);
+	q->lo = start.offset;
+	q->hi = end.offset;
 	return err;
 }
 
