@@ -701,11 +701,32 @@ commit_batch(SaWorker *w)
 	return ok;
 }
 
-/* on_error = 'stop': stop the stream with the error, then exit. */
-static void
+/*
+ * on_error = 'stop', or a truncated log: stop the stream with the reason.
+ * Only while our offsets rows still carry our epoch, checked under the
+ * stream's row lock: a stream reset or changed since (our claim fenced)
+ * must not be stopped for what the old claim saw.  Returns false then,
+ * and the worker reloads.
+ */
+static bool
 stop_stream(SaWorker *w)
 {
 	sa_begin_xact();
+	if (!sa_catalog_lock_stream(w->st->name, false))
+	{
+		sa_commit_xact();
+		return false;
+	}
+	PopActiveSnapshot();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (sa_catalog_count_epoch(w->st->name, w->epoch) != w->nparts)
+	{
+		sa_commit_xact();
+		ereport(LOG,
+				(errmsg("pg_streamagg stream \"%s\" was changed or reset; reloading instead of stopping",
+						w->st->name)));
+		return false;
+	}
 	sa_catalog_stop_stream(w->st->name, w->stop_error, w->stop_partition, w->stop_offset);
 	sa_sink_gaps(w, w->stop_gaps);
 	sa_commit_xact();
@@ -717,6 +738,7 @@ stop_stream(SaWorker *w)
 				(errmsg("pg_streamagg stream \"%s\" stopped: %s", w->st->name, w->stop_error),
 				 errhint("Fix what the message needs, or skip it into the dead letters with streamagg.resume('%s', skip => true).",
 						 w->st->name)));
+	return true;
 }
 
 /* Must this batch be committed now? */
@@ -976,10 +998,7 @@ sa_worker_main(Datum arg)
 		worker_setup(w);
 		end = worker_run(w);
 		worker_teardown(w);
-		if (end == SA_RUN_STOP)
-		{
-			stop_stream(w);
+		if (end == SA_RUN_STOP && stop_stream(w))
 			proc_exit(0);
-		}
 	}
 }
