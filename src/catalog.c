@@ -199,7 +199,11 @@ sa_catalog_set_state(const char *name, const char *state)
 		"WHERE name = $1", 2, types, values, NULL, false, SPI_OK_UPDATE);
 }
 
-/* Record (message) or clear (NULL) why a stream cannot run. */
+/*
+ * Record (message) or clear (NULL) why a stream cannot run.  The reason a
+ * stream stopped stays until it is resumed or reset, whatever its other
+ * workers see meanwhile.
+ */
 void
 sa_catalog_set_last_error(const char *name, const char *message)
 {
@@ -208,7 +212,7 @@ sa_catalog_set_last_error(const char *name, const char *message)
 	char		nulls[2] = {' ', message ? ' ' : 'n'};
 
 	run("UPDATE streamagg.streams SET last_error = $2 WHERE name = $1 "
-		"AND last_error IS DISTINCT FROM $2",
+		"AND last_error IS DISTINCT FROM $2 AND state <> 'stopped'",
 		2, types, values, nulls, false, SPI_OK_UPDATE);
 }
 
@@ -222,10 +226,17 @@ sa_catalog_stop_stream(const char *name, const char *message, int32 partition, i
 
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
-	/* a stop that is not at a message (a truncated log) leaves nothing to skip */
+	/*
+	 * A stop that is not at a message (a truncated log) leaves nothing to
+	 * skip; another worker's truncated partitions stopping the same stream
+	 * add their reason to the first.
+	 */
 	if (partition < 0)
 		nulls[2] = nulls[3] = 'n';
-	run("UPDATE streamagg.streams SET state = 'stopped', last_error = $2, "
+	run("UPDATE streamagg.streams SET state = 'stopped', "
+		"last_error = CASE WHEN $3 IS NULL AND state = 'stopped' AND failed_partition IS NULL "
+		"AND last_error IS NOT NULL AND strpos(last_error, $2) = 0 "
+		"THEN last_error || '; ' || $2 ELSE $2 END, "
 		"failed_partition = $3, failed_offset = $4 WHERE name = $1",
 		4, types, values, nulls, false, SPI_OK_UPDATE);
 }
@@ -556,13 +567,14 @@ sa_catalog_place_partition(const char *stream, int32 partition, int64 next_offse
 
 /*
  * All partitions of a stream with their largest committed event time,
- * left in SPI_tuptable (columns: partition, max_event_time).
+ * left in SPI_tuptable (columns: partition, max_event_time).  Not read
+ * only: the rows this transaction just placed are seen too.
  */
 uint64
 sa_catalog_partition_rows(const char *stream)
 {
 	return run_name("SELECT partition, max_event_time FROM streamagg.offsets WHERE stream = $1",
-					stream, true, SPI_OK_SELECT);
+					stream, false, SPI_OK_SELECT);
 }
 
 /* How many of a stream's offsets rows carry this epoch. */

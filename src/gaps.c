@@ -29,8 +29,6 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 
-static int	stale_answers = 0;	/* out-of-range reports in a row that were not */
-
 /* Kafka's log start and end of a partition (kafka.c asks, interruptibly). */
 static void
 log_bounds(SaWorker *w, int32 partition, int64 *lo, int64 *hi)
@@ -134,20 +132,21 @@ sa_gap_found(SaWorker *w, const rd_kafka_message_t *msg)
 		/*
 		 * The offset is inside the log after all: librdkafka's answer came
 		 * from a broker that was behind (a leader change).  Fetch again,
-		 * after a wait that grows while the answers stay stale.
+		 * after a wait that grows while the answers stay stale (until a
+		 * batch commits messages again).
 		 */
-		stale_answers = Min(stale_answers + 1, 6);
-		ereport(stale_answers == 1 ? LOG : DEBUG1,
+		w->stale_answers = Min(w->stale_answers + 1, 6);
+		ereport(w->stale_answers == 1 ? LOG : DEBUG1,
 				(errmsg("pg_streamagg stream \"%s\": offset %lld of partition %d was reported out of range but lies in the log (%lld to %lld); fetching again",
 						w->st->name, (long long) at, part->partition,
 						(long long) lo, (long long) hi)));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100L << stale_answers, PG_WAIT_EXTENSION);
+						 100L << w->stale_answers, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (at < lo)
-		stale_answers = 0;
+		w->stale_answers = 0;
 	/* a retention gap, or a stale answer: fetch everything again */
 	w->gap_reload = true;
 }

@@ -396,6 +396,7 @@ kafka_err_transient(rd_kafka_resp_err_t err)
 		case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
 		case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
 		case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR__NO_OFFSET:
 			return true;
 		default:
 			return false;
@@ -410,10 +411,14 @@ kafka_ask(SaWorker *w, SaKafkaQuestion question, void *arg, int total_ms)
 
 	for (;;)
 	{
-		TimestampTz start = GetCurrentTimestamp();
-		rd_kafka_resp_err_t err = question(w, arg, try_ms);
+		TimestampTz start;
+		rd_kafka_resp_err_t err;
 		long		secs;
 		int			usecs;
+
+		CHECK_FOR_INTERRUPTS();
+		start = GetCurrentTimestamp();
+		err = question(w, arg, try_ms);
 
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR || !kafka_err_transient(err) ||
 			GetCurrentTimestamp() >= deadline)
@@ -427,7 +432,6 @@ kafka_ask(SaWorker *w, SaKafkaQuestion question, void *arg, int total_ms)
 							 200, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 		}
-		CHECK_FOR_INTERRUPTS();
 		try_ms = Min(try_ms * 2, SA_ASK_MAX_MS);
 	}
 }
@@ -437,11 +441,19 @@ static rd_kafka_resp_err_t
 ask_metadata(SaWorker *w, void *arg, int timeout_ms)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->rk, w->st->topic, NULL);
-	rd_kafka_resp_err_t err = rd_kafka_metadata(w->rk, 0, rkt,
-												(const struct rd_kafka_metadata **) arg,
-												timeout_ms);
+	const struct rd_kafka_metadata **md = arg;
+	rd_kafka_resp_err_t err = rd_kafka_metadata(w->rk, 0, rkt, md, timeout_ms);
 
 	rd_kafka_topic_destroy(rkt);
+
+	/* a topic just created may have no leader yet: ask again */
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && (*md)->topic_cnt == 1 &&
+		(*md)->topics[0].err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+	{
+		err = (*md)->topics[0].err;
+		rd_kafka_metadata_destroy(*md);
+		*md = NULL;
+	}
 	return err;
 }
 
@@ -472,6 +484,9 @@ ask_offsets_for_times(SaWorker *w, void *arg, int timeout_ms)
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		err = list->elems[0].err;
 	q->offset = list->elems[0].offset;
+	/* the log start and end always exist; -1/-2 left in place are no answer */
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && q->ms < 0 && q->offset < 0)
+		err = RD_KAFKA_RESP_ERR__NO_OFFSET;
 	rd_kafka_topic_partition_list_destroy(list);
 	return err;
 }
@@ -493,7 +508,10 @@ ask_bounds(SaWorker *w, void *arg, int timeout_ms)
 
 	err = ask_offsets_for_times(w, &start, timeout_ms);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		CHECK_FOR_INTERRUPTS();
 		err = ask_offsets_for_times(w, &end, timeout_ms);
+	}
 	q->lo = start.offset;
 	q->hi = end.offset;
 	return err;
@@ -567,36 +585,40 @@ sa_kafka_partitions(SaWorker *w, bool setup)
 int64
 sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
 {
-	int64		lo,
-				hi;
+	SaTimeQuestion q = {partition, RD_KAFKA_OFFSET_END, -1};
 	rd_kafka_resp_err_t err;
 
-	err = sa_kafka_log_bounds(w, partition, &lo, &hi);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the offsets of partition %d of topic \"%s\": %s",
-						partition, w->st->topic, rd_kafka_err2str(err))));
 	if (strcmp(start_from, "earliest") == 0)
-		return lo;
-	if (strcmp(start_from, "latest") == 0)
-		return hi;
-	else
+		q.ms = RD_KAFKA_OFFSET_BEGINNING;
+	else if (strcmp(start_from, "latest") != 0)
 	{
 		TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
 																 CStringGetDatum(start_from),
 																 ObjectIdGetDatum(InvalidOid),
 																 Int32GetDatum(-1)));
-		SaTimeQuestion q = {partition, (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000, -1};
 
-		err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
-		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not look up offsets by time in topic \"%s\": %s",
-							w->st->topic, rd_kafka_err2str(err))));
-		return q.offset < 0 ? hi : q.offset;
+		/* before 1970 is the start of the log (-1 and -2 mean other things) */
+		q.ms = Max(0, (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000);
 	}
+	err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
+
+	/* no message at or after that time: the end of the log */
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && q.offset < 0)
+	{
+		q.ms = RD_KAFKA_OFFSET_END;
+		err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
+	}
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rd_kafka_poll(w->rk, 0);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not read where partition %d of topic \"%s\" starts (%s): %s%s%s%s",
+						partition, w->st->topic, start_from, rd_kafka_err2str(err),
+						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
+						kafka_error_cause[0] ? ")" : "")));
+	}
+	return q.offset;
 }
 
 /* Start fetching every owned partition at its next offset. */

@@ -91,6 +91,7 @@ sa_resolve_starts(SaWorker *w, List *all, List *mine)
 	MemoryContextSwitchTo(cxt);
 
 	starts->fresh = (n == 0);
+	starts->start_from = pstrdup(w->st->start_from);
 	ask = starts->fresh ? all : list_difference_int(mine, have);
 	starts->n = list_length(ask);
 	starts->partition = palloc(sizeof(int32) * Max(starts->n, 1));
@@ -124,10 +125,11 @@ start_of(SaStarts *starts, int32 partition, int64 *offset)
 /*
  * Claim our partitions with a fresh epoch, placing partitions where
  * sa_resolve_starts found them to start.  Runs in the caller's
- * transaction, which holds the stream's row.  Returns false, with rows
- * possibly changed, when the offsets rows are no longer what
- * sa_resolve_starts saw (a reset, or another worker's first placement,
- * in between): the caller rolls back and asks again.
+ * transaction, which holds the stream's row, after the definitions were
+ * loaded again under it.  Returns false, with rows possibly changed, when
+ * the offsets rows or the start position are no longer what
+ * sa_resolve_starts saw (a reset, or another worker's first placement, in
+ * between): the caller rolls back and asks again.
  */
 bool
 sa_claim_partitions(SaWorker *w, SaStarts *starts, List *all, List *mine)
@@ -137,6 +139,9 @@ sa_claim_partitions(SaWorker *w, SaStarts *starts, List *all, List *mine)
 
 	w->watermark = DT_NOBEGIN;
 	if (sa_catalog_has_offsets(w->st->name) == starts->fresh)
+		return false;
+	/* a reset to elsewhere since, even with no rows to show for it */
+	if (starts->fresh && strcmp(starts->start_from, w->st->start_from) != 0)
 		return false;
 	if (starts->fresh)
 		foreach(lc, all)

@@ -224,6 +224,9 @@ worker_setup(SaWorker *w)
 	List	   *all;
 	List	   *mine;
 	SaStarts   *starts = NULL;
+	char	   *topic;
+	char	   *brokers;
+	int			parallelism;
 
 	/* a stop or gap found before a reload is found again, or not */
 	w->stop_requested = false;
@@ -237,11 +240,15 @@ worker_setup(SaWorker *w)
 	sa_kafka_start(w);
 	all = sa_kafka_partitions(w, true);
 	mine = sa_my_partitions(w, all);
+	topic = pstrdup(w->st->topic);
+	brokers = pstrdup(w->st->brokers);
+	parallelism = w->st->parallelism;
 
 	for (int tries = 1;; tries++)
 	{
 		if (starts)
 		{
+			pfree(starts->start_from);
 			pfree(starts->partition);
 			pfree(starts->offset);
 			pfree(starts);
@@ -263,6 +270,12 @@ worker_setup(SaWorker *w)
 		PopActiveSnapshot();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		load_definitions(w);
+		if (strcmp(w->st->topic, topic) != 0 || strcmp(w->st->brokers, brokers) != 0 ||
+			w->st->parallelism != parallelism)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("stream \"%s\" was re-created while worker %d was starting",
+							w->st->name, w->args.index)));
 		if (sa_claim_partitions(w, starts, all, mine))
 			break;
 		/* reset or placed by another worker since we asked: ask again */
@@ -273,9 +286,14 @@ worker_setup(SaWorker *w)
 							w->st->name, w->args.index)));
 		AbortCurrentTransaction();
 	}
+	pfree(starts->start_from);
 	pfree(starts->partition);
 	pfree(starts->offset);
 	pfree(starts);
+	pfree(topic);
+	pfree(brokers);
+	list_free(all);
+	list_free(mine);
 	sa_load_other_partitions(w);
 	w->committed_watermark = w->watermark;
 	w->min_event = DT_NOEND;
@@ -637,6 +655,8 @@ write_batch(SaWorker *w)
 	/* the cause of the last failure is gone once messages are written again */
 	if (w->had_error_at_start && w->batch_count > 0)
 		sa_catalog_set_last_error(w->st->name, NULL);
+	if (w->batch_count > 0)
+		w->stale_answers = 0;
 	report_window_health(w);
 	SPI_finish();
 }
@@ -712,7 +732,8 @@ static bool
 stop_stream(SaWorker *w)
 {
 	sa_begin_xact();
-	if (!sa_catalog_lock_stream(w->st->name, false))
+	/* FOR UPDATE: two workers stopping at once take turns */
+	if (!sa_catalog_lock_stream(w->st->name, true))
 	{
 		sa_commit_xact();
 		return false;

@@ -123,6 +123,7 @@ typedef struct SaWorker
 	int64		stop_offset;
 	List	   *gaps;			/* SaGap moved past in this batch, in batch_cxt */
 	bool		gap_reload;		/* commit the gaps, then fetch from scratch */
+	int			stale_answers;	/* out-of-range reports in a row that were not */
 	List	   *stop_gaps;		/* SaGap recorded with the stop, in TopMemoryContext */
 
 	SaUserContext owner_ctx;	/* the batch acts as the stream's owner */
@@ -151,6 +152,7 @@ extern List *sa_my_partitions(SaWorker *w, List *all);
 typedef struct SaStarts
 {
 	bool		fresh;			/* the stream had no offsets rows at all */
+	char	   *start_from;		/* where fresh partitions were resolved at */
 	int			n;
 	int32	   *partition;
 	int64	   *offset;
