@@ -15,7 +15,7 @@
 
 int			sa_max_workers = 32;
 int			sa_batch_size = 200000;
-int			sa_batch_time_ms = 200;
+int			sa_batch_time_ms = 100;
 int			sa_max_restart_delay_s = 60;
 int			sa_idle_timeout_ms = 10000;
 int			sa_queue_kbytes = 32768;
@@ -41,7 +41,7 @@ sa_define_gucs(void)
 	DefineCustomIntVariable("streamagg.batch_time",
 							"Time after which a worker commits a batch that is not full.",
 							"Bounds how stale window tables can be at low message rates.",
-							&sa_batch_time_ms, 200, 1, 600000,
+							&sa_batch_time_ms, 100, 1, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("streamagg.batch_memory",

@@ -61,6 +61,7 @@
 
 #define SA_POLL_MAX 1000
 #define SA_BACKLOG_MESSAGES 5000	/* fetched and waiting: we are behind */
+#define SA_BACKLOG_BATCH_MS 1000	/* the least time a backlog batch may take */
 #define SA_BATCH_DEAD_BYTES (16 * 1024 * 1024)	/* dead letters a batch may hold */
 #define SA_WINDOW_FAILING 10		/* a window failing on this many messages in a row... */
 #define SA_UNREACHABLE_MS 30000		/* brokers unreachable this long show in the status */
@@ -784,9 +785,10 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	 * The time bound keeps results fresh when the stream is caught up.
 	 * While a backlog drains (many messages already fetched), batches grow
 	 * up to batch_size instead: fewer rows written per message.  They still
-	 * close after five times batch_time.
+	 * close after five times batch_time, and not before a second.
 	 */
-	if (TimestampDifferenceExceeds(w->batch_started, w->now, 5 * batch_time_ms(w)))
+	if (TimestampDifferenceExceeds(w->batch_started, w->now,
+								   Max(5 * batch_time_ms(w), SA_BACKLOG_BATCH_MS)))
 		return true;
 	if (w->backlog)
 		return false;
