@@ -15,10 +15,19 @@
 #  10. 1 s round trip on every broker from before the stream starts
 #  11. the topic missing when the stream starts
 #
-# For the faults that make a stream fail, also: streamagg.status shows the
-# fault in words while it lasts and is clean again afterwards, the worker
-# does not spin (CPU time from /proc/PID/stat) and the server log gets only
-# a few lines (counted between two points).
+# For the faults that make a stream fail (5-7, 9, 11), also:
+# streamagg.status shows the fault in words while it lasts and is clean
+# again afterwards, the worker does not spin (CPU time from /proc/PID/stat:
+# under 30% of a CPU for the whole server while it fails), restarts back
+# off, and the server log gets a handful of lines per failed attempt
+# (counted between two points).  Faults that librdkafka rides out (1-3)
+# and a lock wait without a timeout (4) are not failures: for them the
+# status must stay 'running' with no last_error, the worker must not spin
+# and the log must stay quiet.
+#
+# The server runs with streamagg.max_restart_delay = 4s (default 60s) so
+# that recovery is quick; the restart counts and log-line bounds are for
+# that setting.
 
 use strict;
 use warnings;
@@ -400,6 +409,8 @@ broker_cmd('error Metadata UNKNOWN_TOPIC_OR_PART 2');
 broker_cmd('error Fetch NOT_LEADER_FOR_PARTITION 2');
 $n3 += produce('fm3', events('t3', 300));
 my $o3 = observe('s3', 3);
+ok(!grep({ /^failing/ } @{ $o3->{states} }), 's3: retried request errors do not show as a failing stream')
+  or diag explain $o3->{states};
 broker_cmd('clear Fetch');
 broker_cmd('clear Metadata');
 exact('s3', 's3_w', 't3', $n3, 'fm3');
@@ -470,8 +481,10 @@ ok(wait_for($node, "SELECT last_error LIKE '%s5a_w%' FROM streamagg.status WHERE
 	's5a: last_error names the dropped table (once the worker restarted)') or diag status_of('s5a');
 TODO:
 {
-	local $TODO = 'the worker that sees the table go records "could not open relation with OID N"; '
-	  . 'write errors do not name the window or its table (sink.c sa_window_flush, worker.c record_failure)';
+	local $TODO = 'write errors do not name the window or its table: the worker that sees the table go records '
+	  . '"could not open relation with OID N", an altered one "operator does not exist: text + text" or '
+	  . '"INSERT has more expressions than target columns" (worker.c write_batch / sink.c sa_window_flush; '
+	  . 'proposed fix: /work/patches/faults-write-errors.diff)';
 	like($first5{s5a}, qr/s5a_w/, 's5a: the first error already names the table');
 	like(status_of('s5c'), qr/s5c_w/, 's5c: last_error names the table whose column type changed');
 	like(status_of('s5d'), qr/s5d_w/, 's5d: last_error names the table whose column was dropped');
@@ -523,7 +536,9 @@ ok(wait_for($node, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l
 $n6 += produce('fm6', events('t6', 300));
 TODO:
 {
-	local $TODO = "the owner's role settings (lock_timeout) are not applied in the worker: it waits for the lock";
+	local $TODO = "the owner's role settings (ALTER ROLE ... SET lock_timeout) are not applied in the worker, "
+	  . 'which is connected as the bootstrap superuser: it waits for the lock (usercontext.c sa_enter_owner; '
+	  . 'proposed fix: /work/patches/faults-owner-settings.diff)';
 	ok(wait_for($node, "SELECT state || ':' || (last_error ~* 'lock timeout')::int FROM streamagg.status WHERE stream = 's6'",
 			'failing:1', 8), 's6: failing, with the lock timeout as the reason');
 }
@@ -659,7 +674,9 @@ my @l9 = log_since($pos9);
 cmp_ok(scalar @l9, '<=', 40, 's9: the outage leaves a bounded number of log lines (' . scalar(@l9) . ')') or diag join('', @l9);
 TODO:
 {
-	local $TODO = 'every broker connection failure is logged twice: by the log callback (FAIL) and the error callback (_TRANSPORT), kafka.c';
+	local $TODO = 'every broker connection failure is logged twice, by the log callback (FAIL) and the error '
+	  . 'callback (_TRANSPORT) (kafka.c sa_kafka_log / sa_kafka_error; /work/patches/faults-kafka-log.diff halves '
+	  . 'it), and the "N identical error(s) suppressed" variants defeat the one-line dedup in sa_kafka_error';
 	cmp_ok(scalar @l9, '<=', 15, 's9: the outage leaves a handful of log lines');
 }
 note sprintf('s9: brokers down for %.0f s', time - $t_down);
