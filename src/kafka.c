@@ -75,7 +75,12 @@ sa_kafka_group_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void
 sa_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-	if (level <= 4)				/* warning and worse */
+	/*
+	 * Warning and worse.  FAIL lines (a broker connection failed) also
+	 * reach sa_kafka_error as an error event with the same text: logged
+	 * there, once per distinct error.
+	 */
+	if (level <= 4 && strcmp(fac, "FAIL") != 0)
 		ereport(LOG, (errmsg("pg_streamagg kafka %s: %s", fac, buf)));
 }
 

@@ -632,6 +632,36 @@ reset_batch(SaWorker *w)
 }
 
 /*
+ * Write one window's rows.  An error says which window and which table it
+ * came from: the user may have dropped or altered the table, and the bare
+ * message ("could not open relation with OID ...", "operator does not
+ * exist: text + text") names neither.  The error code is kept, so data
+ * errors are still isolated message by message.
+ */
+static void
+flush_window(SaWindow *win)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		sa_window_flush(win);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->message = psprintf("window \"%s\" could not write to table %s: %s",
+								  win->name, win->result_name, edata->message);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
  * The batch's writes.  The owner context of the batch ends first, so that
  * nothing the owner's code did to settings reaches our own statements:
  * offsets (first: a fenced worker stops before touching window tables),
@@ -649,7 +679,7 @@ write_batch(SaWorker *w)
 	sa_sink_gaps(w, w->gaps);
 	sa_enter_owner(w->st->owner, &uctx);
 	for (int i = 0; i < w->nwindows; i++)
-		sa_window_flush(w->windows[i]);
+		flush_window(w->windows[i]);
 	sa_leave(&uctx);
 	sa_sink_dead_letters(w);
 	sa_notify_closed_windows(w);
