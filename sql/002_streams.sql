@@ -205,6 +205,18 @@ SELECT streamagg.watermark('nosuch');
 
 -- Clean up.
 SELECT streamagg.drop_stream(name) FROM streamagg.streams ORDER BY name;
+-- Limits are refused at create time, never silently wrong: a JSON stream
+-- of more than 64 columns, intervals whose microseconds overflow.
+SELECT streamagg.create_stream('wide', 't', '127.0.0.1:9',
+    (SELECT string_agg('c' || i || ' int', ', ') FROM generate_series(1, 65) i));
+SELECT streamagg.create_stream('lim', 't', '127.0.0.1:9', 'x int, ts timestamptz', event_time => 'ts');
+SELECT streamagg.create_window('lim_w', 'lim', size => '200000000 days', group_by => 'x',
+    aggregates => 'count(*) AS n');
+SELECT streamagg.create_window('lim_w', 'lim', size => '1 minute', group_by => 'x',
+    aggregates => 'count(*) AS n', allowed_lateness => '200000000 days');
+SELECT streamagg.create_window('lim_w', 'lim', size => NULL, session_gap => '200000000 days',
+    group_by => 'x', aggregates => 'count(*) AS n');
+SELECT streamagg.drop_stream('lim');
 SELECT count(*) FROM streamagg.streams;
 DROP DOMAIN pct;
 REVOKE USAGE ON SCHEMA streamagg FROM regress_streamagg_other, regress_streamagg_owner;

@@ -32,7 +32,11 @@
 #define SA_ASK_MAX_MS 4000		/* longest try: how long an interrupt may wait */
 #define SA_UNREACHABLE_PROBE_MS 5000
 
-static char last_kafka_error[512];
+#define SA_SEEN_ERRORS 32
+#define SA_SEEN_ERRORS_MS (10 * 60 * 1000)	/* logged again after this */
+static char seen_errors[SA_SEEN_ERRORS][256];	/* logged lately, see error_seen */
+static TimestampTz seen_at[SA_SEEN_ERRORS];
+static int	nseen_errors = 0;
 static char kafka_error_cause[512];	/* the last error that is not "all brokers down" */
 static char fatal_kafka_error[512];	/* raised after rd_kafka_poll returns */
 static TimestampTz brokers_down_since = 0;	/* all brokers down since; 0: up */
@@ -85,9 +89,44 @@ sa_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 }
 
 /*
+ * Has this error been logged since the brokers were last all reachable
+ * (and within the last ten minutes)?  Compared without librdkafka's
+ * "(after N ms in state ..., N identical error(s) suppressed)" tail, so
+ * that an outage logs each broker's error once, not once per reconnect
+ * attempt.  Remembers it if not.
+ */
+static bool
+error_seen(const char *reason)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char		key[256];
+	char	   *tail;
+	int			slot;
+
+	strlcpy(key, reason, sizeof(key));
+	if ((tail = strstr(key, " (after ")) != NULL)
+		*tail = '\0';
+	for (int i = 0; i < Min(nseen_errors, SA_SEEN_ERRORS); i++)
+		if (strcmp(seen_errors[i], key) == 0)
+		{
+			if (TimestampDifferenceExceeds(seen_at[i], now, SA_SEEN_ERRORS_MS))
+			{
+				seen_at[i] = now;
+				return false;
+			}
+			return true;
+		}
+	slot = nseen_errors++ % SA_SEEN_ERRORS;
+	strlcpy(seen_errors[slot], key, sizeof(seen_errors[0]));
+	seen_at[slot] = now;
+	return false;
+}
+
+/*
  * Error callback: runs on the worker's thread.  Transient errors (broker
  * down, timeouts) are retried by librdkafka; each distinct one is logged
- * once.  A fatal error ends the worker (the manager restarts it).
+ * once until the brokers are reachable again.  A fatal error ends the
+ * worker (the manager restarts it).
  */
 static void
 sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -102,12 +141,9 @@ sa_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		strlcpy(kafka_error_cause, reason, sizeof(kafka_error_cause));
 	else if (brokers_down_since == 0)
 		brokers_down_since = GetCurrentTimestamp();
-	if (strcmp(last_kafka_error, reason) != 0)
-	{
-		strlcpy(last_kafka_error, reason, sizeof(last_kafka_error));
+	if (!error_seen(reason))
 		ereport(LOG,
 				(errmsg("pg_streamagg kafka: %s: %s", rd_kafka_err2name(err), reason)));
-	}
 }
 
 static bool
@@ -274,6 +310,7 @@ sa_kafka_unreachable_since(SaWorker *w, bool got_messages)
 	if (got_messages)
 	{
 		brokers_down_since = 0;
+		nseen_errors = 0;
 		return 0;
 	}
 	now = GetCurrentTimestamp();
@@ -287,6 +324,8 @@ sa_kafka_unreachable_since(SaWorker *w, bool got_messages)
 		{
 			rd_kafka_metadata_destroy(md);
 			brokers_down_since = 0;
+			nseen_errors = 0;
+		nseen_errors = 0;
 		}
 		rd_kafka_topic_destroy(rkt);
 	}
@@ -462,39 +501,18 @@ ask_metadata(SaWorker *w, void *arg, int timeout_ms)
 	return err;
 }
 
-typedef struct SaTimeQuestion
-{
-	int32		partition;
-	int64		ms;				/* a time: ms since the Unix epoch, or -2/-1 */
-	int64		offset;			/* the first at or after it; -1: none */
-} SaTimeQuestion;
-
 /*
- * Offsets by time.  rd_kafka_offsets_for_times keeps to its timeout even
- * when the partition's leader is down, which rd_kafka_query_watermark_
- * offsets does not (it waits for the request's socket timeout), so log
- * bounds are asked this way too: Kafka answers the times -2 and -1 with
- * the log start and the log end.
+ * Offsets by time for many partitions in one question: librdkafka sends
+ * one request per leader, so a topic of hundreds of partitions is asked
+ * in a round trip or two, not hundreds.
  */
-static rd_kafka_resp_err_t
-ask_offsets_for_times(SaWorker *w, void *arg, int timeout_ms)
+typedef struct SaTimesQuestion
 {
-	SaTimeQuestion *q = arg;
-	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_resp_err_t err;
-
-	/* a failed try may have overwritten the time: a new list per try */
-	rd_kafka_topic_partition_list_add(list, w->st->topic, q->partition)->offset = q->ms;
-	err = rd_kafka_offsets_for_times(w->rk, list, timeout_ms);
-	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-		err = list->elems[0].err;
-	q->offset = list->elems[0].offset;
-	/* the log start and end always exist; -1/-2 left in place are no answer */
-	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && q->ms < 0 && q->offset < 0)
-		err = RD_KAFKA_RESP_ERR__NO_OFFSET;
-	rd_kafka_topic_partition_list_destroy(list);
-	return err;
-}
+	int			n;
+	int32	   *partition;
+	int64	   *ms;				/* a time each (ms since the epoch), or -2/-1 */
+	int64	   *offset;			/* the answers; -1: no message at or after */
+} SaTimesQuestion;
 
 typedef struct SaBoundsQuestion
 {
@@ -503,22 +521,30 @@ typedef struct SaBoundsQuestion
 	int64		hi;
 } SaBoundsQuestion;
 
+static rd_kafka_resp_err_t ask_times(SaWorker *w, void *arg, int timeout_ms);
+
+/*
+ * Log start and end, as offsets for the times -2 and -1:
+ * rd_kafka_offsets_for_times keeps to its timeout even when the
+ * partition's leader is down, which rd_kafka_query_watermark_offsets does
+ * not (it waits for the request's socket timeout).
+ */
 static rd_kafka_resp_err_t
 ask_bounds(SaWorker *w, void *arg, int timeout_ms)
 {
 	SaBoundsQuestion *q = arg;
-	SaTimeQuestion start = {q->partition, RD_KAFKA_OFFSET_BEGINNING, -1};
-	SaTimeQuestion end = {q->partition, RD_KAFKA_OFFSET_END, -1};
+	int64		ms = RD_KAFKA_OFFSET_BEGINNING;
+	SaTimesQuestion one = {1, &q->partition, &ms, &q->lo};
 	rd_kafka_resp_err_t err;
 
-	err = ask_offsets_for_times(w, &start, timeout_ms);
+	err = ask_times(w, &one, timeout_ms);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		CHECK_FOR_INTERRUPTS();
-		err = ask_offsets_for_times(w, &end, timeout_ms);
+		ms = RD_KAFKA_OFFSET_END;
+		one.offset = &q->hi;
+		err = ask_times(w, &one, timeout_ms);
 	}
-	q->lo = start.offset;
-	q->hi = end.offset;
 	return err;
 }
 
@@ -583,18 +609,48 @@ sa_kafka_partitions(SaWorker *w, bool setup)
 	return parts;
 }
 
-/*
- * The first offset to read in a partition that has none committed yet:
- * 'earliest', 'latest' or a timestamp (the first message at or after it).
- */
-int64
-sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
+static rd_kafka_resp_err_t
+ask_times(SaWorker *w, void *arg, int timeout_ms)
 {
-	SaTimeQuestion q = {partition, RD_KAFKA_OFFSET_END, -1};
+	SaTimesQuestion *q = arg;
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(Max(q->n, 1));
 	rd_kafka_resp_err_t err;
 
+	for (int i = 0; i < q->n; i++)
+		rd_kafka_topic_partition_list_add(list, w->st->topic, q->partition[i])->offset = q->ms[i];
+	err = rd_kafka_offsets_for_times(w->rk, list, timeout_ms);
+	for (int i = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < list->cnt; i++)
+	{
+		rd_kafka_topic_partition_t *e = &list->elems[i];
+
+		err = e->err;
+		/* the log start and end always exist: -1/-2 left in place are no answer */
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR && q->ms[i] < 0 && e->offset < 0)
+			err = RD_KAFKA_RESP_ERR__NO_OFFSET;
+		q->offset[i] = e->offset;
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return err;
+}
+
+/*
+ * The first offset to read in partitions that have none committed yet:
+ * 'earliest', 'latest' or a timestamp (the first message at or after it;
+ * the end of the log when there is none).  Fills offsets[i] for
+ * partitions[i].
+ */
+void
+sa_kafka_resolve_starts(SaWorker *w, int n, const int32 *partitions, const char *start_from,
+						int64 *offsets)
+{
+	SaTimesQuestion q;
+	int64		ms = RD_KAFKA_OFFSET_END;
+	rd_kafka_resp_err_t err;
+
+	if (n == 0)
+		return;
 	if (strcmp(start_from, "earliest") == 0)
-		q.ms = RD_KAFKA_OFFSET_BEGINNING;
+		ms = RD_KAFKA_OFFSET_BEGINNING;
 	else if (strcmp(start_from, "latest") != 0)
 	{
 		TimestampTz ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
@@ -603,27 +659,44 @@ sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from)
 																 Int32GetDatum(-1)));
 
 		/* before 1970 is the start of the log (-1 and -2 mean other things) */
-		q.ms = Max(0, (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000);
+		ms = Max(0, (ts / 1000) + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * 86400000);
 	}
-	err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
+	q.n = n;
+	q.partition = (int32 *) partitions;
+	q.ms = palloc(sizeof(int64) * n);
+	q.offset = offsets;
+	for (int i = 0; i < n; i++)
+		q.ms[i] = ms;
+	err = kafka_ask(w, ask_times, &q, SA_METADATA_TIMEOUT_MS);
 
 	/* no message at or after that time: the end of the log */
-	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && q.offset < 0)
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && ms >= 0)
 	{
-		q.ms = RD_KAFKA_OFFSET_END;
-		err = kafka_ask(w, ask_offsets_for_times, &q, SA_METADATA_TIMEOUT_MS);
+		SaTimesQuestion ends = {0, palloc(sizeof(int32) * n), palloc(sizeof(int64) * n),
+		palloc(sizeof(int64) * n)};
+
+		for (int i = 0; i < n; i++)
+			if (offsets[i] < 0)
+			{
+				ends.partition[ends.n] = partitions[i];
+				ends.ms[ends.n++] = RD_KAFKA_OFFSET_END;
+			}
+		if (ends.n > 0)
+			err = kafka_ask(w, ask_times, &ends, SA_METADATA_TIMEOUT_MS);
+		for (int i = 0, e = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < n; i++)
+			if (offsets[i] < 0)
+				offsets[i] = ends.offset[e++];
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
 		rd_kafka_poll(w->rk, 0);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read where partition %d of topic \"%s\" starts (%s): %s%s%s%s",
-						partition, w->st->topic, start_from, rd_kafka_err2str(err),
+				 errmsg("could not read where the partitions of topic \"%s\" start (%s): %s%s%s%s",
+						w->st->topic, start_from, rd_kafka_err2str(err),
 						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
 						kafka_error_cause[0] ? ")" : "")));
 	}
-	return q.offset;
 }
 
 /* Start fetching every owned partition at its next offset. */

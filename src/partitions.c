@@ -100,9 +100,11 @@ sa_resolve_starts(SaWorker *w, List *all, List *mine)
 	foreach(lc, ask)
 	{
 		starts->partition[n] = lfirst_int(lc);
-		starts->offset[n++] = starts->fresh ?
-			sa_kafka_resolve_start(w, lfirst_int(lc), w->st->start_from) : 0;
+		starts->offset[n++] = 0;
 	}
+	if (starts->fresh)
+		sa_kafka_resolve_starts(w, starts->n, starts->partition, w->st->start_from,
+								starts->offset);
 	list_free(have);
 	if (!starts->fresh)
 		list_free(ask);

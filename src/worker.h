@@ -200,7 +200,8 @@ extern rd_kafka_resp_err_t sa_kafka_log_bounds(SaWorker *w, int32 partition, int
 extern void sa_kafka_assign(SaWorker *w);
 extern void sa_kafka_serve(SaWorker *w);
 extern void sa_kafka_message_error(SaWorker *w, const rd_kafka_message_t *msg);
-extern int64 sa_kafka_resolve_start(SaWorker *w, int32 partition, const char *start_from);
+extern void sa_kafka_resolve_starts(SaWorker *w, int n, const int32 *partitions,
+									const char *start_from, int64 *offsets);
 extern void sa_kafka_update_watermarks(SaWorker *w);
 extern TimestampTz sa_kafka_unreachable_since(SaWorker *w, bool got_messages);
 extern const char *sa_kafka_error_cause(void);

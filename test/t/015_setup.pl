@@ -8,6 +8,9 @@
 #      the start offsets cannot be asked; pause returns at once and the
 #      worker asking leaves within seconds; with the leader back the
 #      stream reads everything
+#   3. a topic of 300 partitions for one worker (a worker takes at most
+#      256): the stream is failing and says so; with parallelism 2 it
+#      reads everything
 
 use strict;
 use warnings;
@@ -35,6 +38,7 @@ create_counting_stream($node, 'slow', 'slow');
 ok(wait_caught_up($node, 'slow', 100, 180), 'a 1 s round trip: the stream starts and reads everything');
 diag(sprintf('caught up after %.1f s', time() - $t0));
 is(differences($node, 'slow_w', 'truth'), '0', 'window equals the truth');
+broker_cmd('rtt -1 0');
 
 # the leader of a new topic's partitions is down: metadata answers, the
 # start offsets cannot be asked.  A worker setting up keeps asking; pause
@@ -59,4 +63,21 @@ my ($rows2, $lines2) = make_events(\%ev, 50);
 $_->{partition} = $_->{ts} % 2 for @$rows2;
 produce('headless', $rows2);
 ok(wait_caught_up($node, 'slow2', 50, 60), 'leader back: everything read');
+
+# --- more partitions than a worker takes -----------------------------------
+like(create_topic('wide', 300), qr/^ok create/, 'topic with 300 partitions');
+create_counting_stream($node, 'wide1', 'wide');
+ok(wait_for($node, "SELECT state || ': ' || (last_error LIKE '%would give worker 0 300 partitions; a worker takes at most 256%')::text
+                     FROM streamagg.status WHERE stream = 'wide1'", 'failing: true', 60),
+	'300 partitions for one worker: failing, and says why');
+$node->safe_psql('postgres', "SELECT streamagg.drop_stream('wide1', cascade => true)");
+my %ev3;
+my ($rows3, $lines3) = make_events(\%ev3, 600);
+my $i3 = 0;
+$_->{partition} = $i3++ % 300 for @$rows3;
+produce('wide', $rows3);
+load_truth($node, 'truth3', $lines3);
+create_counting_stream($node, 'wide2', 'wide', parallelism => 2);
+ok(wait_caught_up($node, 'wide2', 600, 120), 'with parallelism 2 (150 partitions each) everything is read');
+is(differences($node, 'wide2_w', 'truth3'), '0', 'window equals the truth');
 done_testing();
