@@ -594,7 +594,7 @@ sa_direct_flush(SaWindow *w)
 
 	if (!w->sole_writer || w->navg > 0 ||
 		(w->kind != SA_WIN_TUMBLING && w->kind != SA_WIN_HOPPING) ||
-		(w->kind == SA_WIN_HOPPING && w->size_us / w->slide_us > SA_DIRECT_MAX_HOPS) ||
+		(w->kind == SA_WIN_HOPPING && !w->sliced && w->size_us / w->slide_us > SA_DIRECT_MAX_HOPS) ||
 		w->ngroups + 1 > INDEX_MAX_KEYS)
 		return false;
 	if (!callback_registered)

@@ -286,6 +286,85 @@ sa_compile_window(SaStream *st, const char *name, const char *group_by,
 }
 
 /*
+ * May a hopping window be kept as slices (slices.c)?  Only with one worker
+ * (the moment a window is materialized must come before every row read
+ * after its close, which one worker orders by itself), and only when
+ * combining slices cannot fail where folding rows did not: counts, min,
+ * max, and sums and averages kept in numeric or bigint (sum over int2,
+ * int4, int8 or numeric; avg over those).  A float or interval sum could
+ * overflow when slices are added up even though no single row did; such
+ * windows keep one row per window instance, written row by row.
+ */
+bool
+sa_window_sliceable(SaWindow *w, int parallelism)
+{
+	if (w->kind != SA_WIN_HOPPING || parallelism != 1)
+		return false;
+	for (int i = 0; i < w->naggs; i++)
+		if ((w->aggs[i].kind == SA_AGG_SUM || w->aggs[i].kind == SA_AGG_AVG) &&
+			w->aggs[i].statetype != NUMERICOID && w->aggs[i].statetype != INT8OID)
+			return false;
+	return true;
+}
+
+/* A column name for a slice table that no group or aggregate uses. */
+static char *
+free_column_name(SaWindow *w, const char *base)
+{
+	char	   *name = pstrdup(base);
+
+	for (;;)
+	{
+		bool		taken = strcmp(name, "window_start") == 0 || strcmp(name, "window_end") == 0;
+
+		for (int i = 0; i < w->ngroups; i++)
+			taken |= strcmp(w->groups[i].name, name) == 0;
+		for (int i = 0; i < w->naggs; i++)
+			taken |= strcmp(w->aggs[i].name, name) == 0;
+		if (!taken)
+			return name;
+		name = psprintf("_%s", name);
+	}
+}
+
+/*
+ * Turn the window's aggregates into the columns of its slice table: an
+ * avg is kept as its exact sum (same column) plus count(x) (a column
+ * appended at the end), so slices write like a tumbling window without
+ * avg state and the window's avg is sum / count over its slices.
+ */
+void
+sa_window_slice_aggs(SaWindow *w)
+{
+	int			navg = w->navg;
+	SaAgg	   *aggs = palloc0(sizeof(SaAgg) * (w->naggs + navg));
+	int			n = w->naggs;
+
+	w->sliced = true;
+	w->nuser_aggs = w->naggs;
+	w->avg_count = palloc(sizeof(int) * Max(w->naggs, 1));
+	memcpy(aggs, w->aggs, sizeof(SaAgg) * w->naggs);
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		w->avg_count[i] = -1;
+		if (aggs[i].kind != SA_AGG_AVG)
+			continue;
+		aggs[i].kind = SA_AGG_SUM;
+		aggs[i].restype = aggs[i].statetype;
+		aggs[n] = aggs[i];
+		aggs[n].kind = SA_AGG_COUNT;
+		aggs[n].restype = INT8OID;
+		w->aggs = aggs;			/* free_column_name looks at the names so far */
+		w->naggs = n;
+		aggs[n].name = free_column_name(w, psprintf("%s_count", aggs[i].name));
+		w->avg_count[i] = n++;
+	}
+	w->aggs = aggs;
+	w->naggs = n;
+	w->navg = 0;
+}
+
+/*
  * Build executor state for the expressions (in the current context).  The
  * caller acts as the stream's owner: planning folds constants, which runs
  * functions, and EXECUTE privileges are checked here.
@@ -498,6 +577,13 @@ sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max)
 				int64		last = floor_div(u, w->slide_us) * w->slide_us;
 				int64		first = last;
 
+				if (w->sliced)
+				{
+					/* the one slice that holds t */
+					starts[n++] = last - SA_UNIX_OFFSET_US;
+					break;
+				}
+
 				while (first - w->slide_us + w->size_us > u)
 					first -= w->slide_us;
 				for (int64 s = first; s <= last && n < max; s += w->slide_us)
@@ -549,7 +635,7 @@ new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext 
 
 	g->hash = hash;
 	g->wstart = wstart;
-	g->wend = wstart + w->size_us;
+	g->wend = wstart + (w->sliced ? w->slide_us : w->size_us);
 	g->keys = palloc(sizeof(Datum) * Max(w->ngroups, 1));
 	g->keynulls = palloc(sizeof(bool) * Max(w->ngroups, 1));
 	for (int i = 0; i < w->ngroups; i++)
@@ -689,6 +775,22 @@ sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to)
 }
 
 /*
+ * How many of the windows that hold the slice starting at s0, other than
+ * the newest (which starts at s0 and is open), are closed.
+ */
+static int
+sliced_late(SaWindow *w, int64 s0, TimestampTz watermark)
+{
+	int64		oldest = s0 - w->size_us + w->slide_us;
+
+	if (TIMESTAMP_NOT_FINITE(watermark) ||
+		oldest + w->size_us + w->lateness_us > watermark)
+		return 0;
+	return (int) Min(floor_div(watermark - w->lateness_us - w->size_us - oldest, w->slide_us) + 1,
+					 w->size_us / w->slide_us - 1);
+}
+
+/*
  * Fold one evaluated row into every open window it falls in.  Returns how
  * many of its windows were already closed (the row is late for those).
  */
@@ -767,6 +869,14 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 				}
 			}
 		}
+		/*
+		 * A slice is written while its newest window is open; the row is
+		 * still late for its older windows that have closed (they were
+		 * materialized without it, and the slice is read only by windows
+		 * that are open).
+		 */
+		if (w->sliced && open[0])
+			late += sliced_late(w, starts[0], watermark);
 		for (int s = 0; s < n; s++)
 		{
 			SaGroup    *g;
@@ -967,6 +1077,17 @@ sa_load_windows(SaStream *st)
 		w->lateness_us = interval_col(tup, desc, 11, 0);
 		w->retention_us = interval_col(tup, desc, 12, -1);
 		w->sole_writer = st->parallelism == 1;
+		state = SPI_getbinval(tup, desc, 13, &isnull);
+		if (!isnull)
+		{
+			/* a sliced hopping window: the batch goes into the slices */
+			qualified_relname(w->result_rel, w->name);	/* the view is there */
+			w->result_rel = DatumGetObjectId(state);
+			w->result_name = qualified_relname(w->result_rel, w->name);
+			w->closed_rel = DatumGetObjectId(SPI_getbinval(tup, desc, 14, &isnull));
+			w->closed_name = qualified_relname(w->closed_rel, w->name);
+			sa_window_slice_aggs(w);
+		}
 		sa_window_prepare_exec(w);
 		windows = lappend(windows, w);
 	}

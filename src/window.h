@@ -141,6 +141,24 @@ typedef struct SaWindow
 	SPIPlanPtr	session_state_insert_plan;
 	List	   *session_take_plans;	/* kept plans by NULL pattern of the group key */
 
+	/*
+	 * Sliced hopping windows (slices.c): the batch is written like a
+	 * tumbling window of size = slide into slice_rel (result_rel and
+	 * result_name then name it too); each window is materialized into
+	 * closed_rel once, when it closes.  aggs are the slice columns: an
+	 * avg becomes its sum, and its count(x) is appended (avg_count[i] is
+	 * that column, -1 for others; nuser_aggs counts the window's own).
+	 */
+	bool		sliced;
+	Oid			closed_rel;
+	char	   *closed_name;
+	int			nuser_aggs;
+	int		   *avg_count;
+	TimestampTz closed_until;	/* windows ending at or before are in closed_rel */
+	TimestampTz pending_closed; /* as the open transaction leaves it */
+	SPIPlanPtr	close_plan;
+	SPIPlanPtr	prune_plan;
+
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
 	struct SaRowMap *rows;		/* rows of open windows and where they are */
@@ -183,12 +201,20 @@ extern void sa_window_reset(SaWindow *w);
 extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
 extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state);
 extern char *sa_agg_kind_name(SaAggKind kind);
+extern bool sa_window_sliceable(SaWindow *w, int parallelism);
+extern void sa_window_slice_aggs(SaWindow *w);
 extern void sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, MemoryContext cxt);
 extern void sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt);
 
 extern uint32 sa_key_hash(SaWindow *w, Datum *keys, bool *nulls);
 extern bool sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2);
 extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
+
+/* slices.c */
+extern char *sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
+								const char *closed, const char *stream);
+extern char *sa_slices_closed_view_sql(const char *view, const char *closed);
+extern void sa_slices_free_plans(SaWindow *w);
 
 /* sink_direct.c */
 extern bool sa_direct_flush(SaWindow *w);

@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * slices.c
+ *		Hopping windows kept as slices: one row per slide and group,
+ *		each window materialized once, when it closes.
+ *
+ * A hopping window of size S and slide D puts every row into S / D
+ * window instances.  Writing each of them (window.c's general path) costs
+ * S / D row updates per message: 60 for an hour every minute, 1000 at
+ * most.  A sliced window instead keeps, per group, one partial row per
+ * slide - a slice: exactly a tumbling window of size D - in the table
+ * <name>_slices, so a message costs one update however many windows hold
+ * it.  The window instances are put together from their S / D slices:
+ *
+ *	 closed	  when the watermark closes a window (window_end + allowed
+ *			  lateness <= watermark), the batch that moved the watermark
+ *			  there commits at once (sa_slices_due), and its transaction
+ *			  inserts the window's rows - its slices combined - into
+ *			  <name>_closed.  No row read after the close can be in it,
+ *			  as it would be late; slices no open window reads are deleted;
+ *	 open	  the view <name> shows <name>_closed and, for the windows that
+ *			  are still open (by the committed watermark), their slices
+ *			  combined at read time.  <name>_final is <name>_closed.
+ *
+ * Combining: counts and sums add, min and max compare, and avg is the
+ * exact sum over the exact count (the slice keeps both): every row equals
+ * the GROUP BY over the rows counted, as the per-instance path gives.  A
+ * row late for some of its windows and on time for others goes into its
+ * slice (the closed ones were materialized without it) and is a 'late'
+ * dead letter of the window, as in the per-instance path.
+ *
+ * The moment of materialization needs one writer that orders every row
+ * against the window's close: only windows of streams with parallelism 1
+ * are sliced (sa_window_sliceable), and only aggregates whose slices add
+ * up without a new overflow.  Everything here runs in the batch's
+ * transaction, as the stream's owner, like the other result writes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+/* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
+#define SA_UNIX_OFFSET_US \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+static int64
+floor_div(int64 a, int64 b)
+{
+	int64		q = a / b;
+
+	if ((a % b != 0) && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
+/*
+ * An interval literal of exactly us microseconds, with no days in it:
+ * adding it to a timestamptz never depends on the time zone.
+ */
+static char *
+usecs_literal(int64 us)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = us;
+	return psprintf("%s::pg_catalog.interval",
+					quote_literal_cstr(DatumGetCString(DirectFunctionCall1(interval_out,
+																		   IntervalPGetDatum(iv)))));
+}
+
+/* The window's value of user aggregate i, combined over the slices "sl". */
+static void
+append_combined(StringInfo sql, SaWindow *w, int i)
+{
+	SaAgg	   *a = &w->aggs[i];
+	const char *col = quote_identifier(a->name);
+
+	if (w->avg_count[i] >= 0)
+		appendStringInfo(sql, "(pg_catalog.sum(sl.%s) / "
+						 "NULLIF(pg_catalog.sum(sl.%s), 0))",
+						 col, quote_identifier(w->aggs[w->avg_count[i]].name));
+	else if (a->kind == SA_AGG_MIN || a->kind == SA_AGG_MAX)
+		appendStringInfo(sql, "pg_catalog.%s(sl.%s)", a->kind == SA_AGG_MIN ? "min" : "max", col);
+	else if (a->restype == INT8OID)
+		appendStringInfo(sql, "pg_catalog.sum(sl.%s)::pg_catalog.int8", col);
+	else
+		appendStringInfo(sql, "pg_catalog.sum(sl.%s)", col);
+}
+
+/*
+ * SELECT window_start, window_end, groups, aggregates of the windows
+ * starting in [from, to] (SQL expressions that may use b.lo and b.hi, the
+ * first and last slice), combined from the slices; the caller appends
+ * WHERE conditions on s.ws (the window start) and then the GROUP BY that
+ * append_group_by writes.
+ */
+static void
+append_combine_query(StringInfo sql, SaWindow *w, const char *slices,
+					 const char *from, const char *to)
+{
+	char	   *size = usecs_literal(w->size_us);
+	char	   *slide = usecs_literal(w->slide_us);
+
+	appendStringInfo(sql, "SELECT s.ws, (s.ws + %s)", size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(sql, ", sl.%s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		appendStringInfoString(sql, ", ");
+		append_combined(sql, w, i);
+	}
+	appendStringInfo(sql, " FROM (SELECT pg_catalog.min(window_start) AS lo, "
+					 "pg_catalog.max(window_start) AS hi FROM %s) b "
+					 "CROSS JOIN LATERAL pg_catalog.generate_series(%s, %s, %s) AS s(ws) "
+					 "JOIN %s sl ON sl.window_start >= s.ws "
+					 "AND sl.window_start < (s.ws + %s)",
+					 slices, from, to, slide, slices, size);
+}
+
+static void
+append_group_by(StringInfo sql, SaWindow *w)
+{
+	appendStringInfoString(sql, " GROUP BY s.ws");
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(sql, ", sl.%s", quote_identifier(w->groups[i].name));
+}
+
+/* The first slice's first window: b.lo - size + slide. */
+static char *
+first_window_sql(SaWindow *w)
+{
+	return psprintf("(b.lo - %s + %s)",
+					usecs_literal(w->size_us), usecs_literal(w->slide_us));
+}
+
+/*
+ * CREATE VIEW <name>: the closed windows, then the open ones combined from
+ * their slices at read time.  A window is open while window_end +
+ * allowed_lateness is ahead of the stream's committed watermark: the
+ * worker materializes exactly the others, in the transaction that commits
+ * that watermark.  (Called with w's aggregates already made slice columns.)
+ */
+char *
+sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
+				   const char *closed, const char *stream)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE VIEW %s AS SELECT window_start, window_end", view);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+		appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
+	appendStringInfo(&sql, " FROM %s UNION ALL ", closed);
+	append_combine_query(&sql, w, slices, first_window_sql(w), "b.hi");
+	appendStringInfo(&sql, " WHERE (s.ws + %s) > "
+					 "COALESCE((SELECT streamagg.watermark(%s)), '-infinity'::pg_catalog.timestamptz)",
+					 usecs_literal(w->size_us + w->lateness_us), quote_literal_cstr(stream));
+	append_group_by(&sql, w);
+	return sql.data;
+}
+
+/* CREATE VIEW <name>_final: the materialized windows, all final. */
+char *
+sa_slices_closed_view_sql(const char *view, const char *closed)
+{
+	return psprintf("CREATE VIEW %s AS SELECT * FROM %s", view, closed);
+}
+
+void
+sa_slices_free_plans(SaWindow *w)
+{
+	if (w->close_plan)
+		SPI_freeplan(w->close_plan);
+	if (w->prune_plan)
+		SPI_freeplan(w->prune_plan);
+	w->close_plan = NULL;
+	w->prune_plan = NULL;
+}
+
+/* After (re)loading: what the committed watermark has materialized. */
+void
+sa_slices_setup(SaWorker *w)
+{
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindow   *win = w->windows[i];
+
+		win->closed_until = TIMESTAMP_NOT_FINITE(w->watermark) ? DT_NOBEGIN :
+			w->watermark - win->lateness_us;
+		win->pending_closed = win->closed_until;
+	}
+}
+
+/*
+ * Has the watermark closed a window of a sliced window that is not
+ * materialized yet?  Then the batch must commit before the next row.
+ */
+bool
+sa_slices_due(SaWorker *w)
+{
+	if (TIMESTAMP_NOT_FINITE(w->watermark))
+		return false;
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindow   *win = w->windows[i];
+
+		if (win->sliced &&
+			sa_window_closing(win, win->closed_until, w->watermark - win->lateness_us))
+			return true;
+	}
+	return false;
+}
+
+/* Materialize the windows starting in [first, last] (first NULL: from the oldest slice). */
+static void
+close_windows(SaWindow *w, TimestampTz first, bool first_null, TimestampTz last)
+{
+	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[2] = {TimestampTzGetDatum(first), TimestampTzGetDatum(last)};
+	char		nulls[2] = {first_null ? 'n' : ' ', ' '};
+
+	if (w->close_plan == NULL)
+	{
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO %s (window_start, window_end", w->closed_name);
+		for (int i = 0; i < w->ngroups; i++)
+			appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
+		for (int i = 0; i < w->nuser_aggs; i++)
+			appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
+		appendStringInfoString(&sql, ") ");
+		append_combine_query(&sql, w, w->result_name,
+							 psprintf("GREATEST($1, %s)", first_window_sql(w)),
+							 "LEAST($2, b.hi)");
+		append_group_by(&sql, w);
+		w->close_plan = SPI_prepare(sql.data, 2, types);
+		if (w->close_plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", sql.data, SPI_result_code_string(SPI_result));
+		SPI_keepplan(w->close_plan);
+
+		resetStringInfo(&sql);
+		appendStringInfo(&sql, "DELETE FROM %s WHERE window_start <= $2",
+						 w->result_name);
+		w->prune_plan = SPI_prepare(sql.data, 2, types);
+		if (w->prune_plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", sql.data, SPI_result_code_string(SPI_result));
+		SPI_keepplan(w->prune_plan);
+	}
+	if (SPI_execute_plan(w->close_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not materialize the closed windows of \"%s\"", w->name);
+	/* no open window reads the slices of these windows' starts, or older */
+	if (SPI_execute_plan(w->prune_plan, values, nulls, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete the slices of \"%s\"", w->name);
+}
+
+/*
+ * In the batch's transaction, as the stream's owner, after the slices are
+ * written: materialize every window that the watermark committed with
+ * this batch closes and that is not materialized yet.
+ */
+void
+sa_slices_close(SaWorker *w)
+{
+	for (int i = 0; i < w->nwindows; i++)
+	{
+		SaWindow   *win = w->windows[i];
+		TimestampTz horizon;
+		int64		last;
+
+		win->pending_closed = win->closed_until;
+		if (!win->sliced || TIMESTAMP_NOT_FINITE(w->watermark))
+			continue;
+		horizon = w->watermark - win->lateness_us;
+		if (!TIMESTAMP_NOT_FINITE(win->closed_until) && horizon <= win->closed_until)
+			continue;
+		/* the newest window ending at or before the horizon */
+		last = floor_div(horizon + SA_UNIX_OFFSET_US - win->size_us, win->slide_us) *
+			win->slide_us - SA_UNIX_OFFSET_US;
+		if (TIMESTAMP_NOT_FINITE(win->closed_until))
+			close_windows(win, 0, true, last);
+		else
+		{
+			int64		first = (floor_div(win->closed_until + SA_UNIX_OFFSET_US - win->size_us,
+										   win->slide_us) + 1) * win->slide_us - SA_UNIX_OFFSET_US;
+
+			if (first <= last)
+				close_windows(win, first, false, last);
+		}
+		win->pending_closed = horizon;
+	}
+}
+
+/* The batch committed: what it materialized is there for good. */
+void
+sa_slices_committed(SaWorker *w)
+{
+	for (int i = 0; i < w->nwindows; i++)
+		w->windows[i]->closed_until = w->windows[i]->pending_closed;
+}
