@@ -591,7 +591,7 @@ create_sliced(SaWindow *w, RangeVar *rv, Oid *slice_rel, Oid *closed_rel)
 	sa_window_slice_aggs(w);
 	SPI_execute(sa_window_create_sql(w, qualslices, false), false, 0);
 	*slice_rel = companion_oid(rv, slices);
-	SPI_execute(sa_slices_view_sql(w, qualname, qualslices, qualclosed, w->stream_name), false, 0);
+	SPI_execute(sa_slices_view_sql(w, qualname, qualslices, qualclosed), false, 0);
 	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
 	SPI_execute(sa_slices_closed_view_sql(quote_qualified_identifier(rv->schemaname, final),
 										  qualclosed), false, 0);

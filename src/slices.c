@@ -19,8 +19,16 @@
  *			  <name>_closed.  No row read after the close can be in it,
  *			  as it would be late; slices no open window reads are deleted;
  *	 open	  the view <name> shows <name>_closed and, for the windows that
- *			  are still open (by the committed watermark), their slices
- *			  combined at read time.  <name>_final is <name>_closed.
+ *			  are still open, their slices combined at read time.
+ *			  <name>_final is <name>_closed.
+ *
+ * Which windows are closed the view reads from the slice table itself:
+ * its row with window_start = -infinity (no slice has it) holds in
+ * window_end the horizon of the last materialization (watermark minus
+ * allowed lateness); windows ending at or before it are in <name>_closed.
+ * It is written in the same transaction as the windows it covers, and
+ * lies in a table of the view's owner: a role that may read the view
+ * needs no access to the stream's catalog rows (streamagg.watermark).
  *
  * Combining: counts and sums add, min and max compare, and avg is the
  * exact sum over the exact count (the slice keeps both): every row equals
@@ -43,6 +51,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 /* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
@@ -96,9 +105,9 @@ append_combined(StringInfo sql, SaWindow *w, int i)
 /*
  * SELECT window_start, window_end, groups, aggregates of the windows
  * starting in [from, to] (SQL expressions that may use b.lo and b.hi, the
- * first and last slice), combined from the slices; the caller appends
- * WHERE conditions on s.ws (the window start) and then the GROUP BY that
- * append_group_by writes.
+ * first and last slice, and b.horizon), combined from the slices; the
+ * caller appends WHERE conditions on s.ws (the window start) and then the
+ * GROUP BY that append_group_by writes.
  */
 static void
 append_combine_query(StringInfo sql, SaWindow *w, const char *slices,
@@ -115,12 +124,16 @@ append_combine_query(StringInfo sql, SaWindow *w, const char *slices,
 		appendStringInfoString(sql, ", ");
 		append_combined(sql, w, i);
 	}
-	appendStringInfo(sql, " FROM (SELECT pg_catalog.min(window_start) AS lo, "
-					 "pg_catalog.max(window_start) AS hi FROM %s) b "
+	appendStringInfo(sql, " FROM (SELECT "
+					 "(SELECT pg_catalog.min(window_start) FROM %s "
+					 "WHERE window_start > '-infinity'::pg_catalog.timestamptz) AS lo, "
+					 "(SELECT pg_catalog.max(window_start) FROM %s) AS hi, "
+					 "(SELECT window_end FROM %s "
+					 "WHERE window_start = '-infinity'::pg_catalog.timestamptz) AS horizon) b "
 					 "CROSS JOIN LATERAL pg_catalog.generate_series(%s, %s, %s) AS s(ws) "
 					 "JOIN %s sl ON sl.window_start >= s.ws "
 					 "AND sl.window_start < (s.ws + %s)",
-					 slices, from, to, slide, slices, size);
+					 slices, slices, slices, from, to, slide, slices, size);
 }
 
 static void
@@ -141,14 +154,14 @@ first_window_sql(SaWindow *w)
 
 /*
  * CREATE VIEW <name>: the closed windows, then the open ones combined from
- * their slices at read time.  A window is open while window_end +
- * allowed_lateness is ahead of the stream's committed watermark: the
- * worker materializes exactly the others, in the transaction that commits
- * that watermark.  (Called with w's aggregates already made slice columns.)
+ * their slices at read time.  A window is open while its end is after the
+ * horizon the worker last materialized up to (the committed watermark
+ * minus allowed_lateness).  (Called with w's aggregates already made slice
+ * columns.)
  */
 char *
 sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
-				   const char *closed, const char *stream)
+				   const char *closed)
 {
 	StringInfoData sql;
 
@@ -161,8 +174,8 @@ sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
 	appendStringInfo(&sql, " FROM %s UNION ALL ", closed);
 	append_combine_query(&sql, w, slices, first_window_sql(w), "b.hi");
 	appendStringInfo(&sql, " WHERE (s.ws + %s) > "
-					 "COALESCE((SELECT streamagg.watermark(%s)), '-infinity'::pg_catalog.timestamptz)",
-					 usecs_literal(w->size_us + w->lateness_us), quote_literal_cstr(stream));
+					 "COALESCE(b.horizon, '-infinity'::pg_catalog.timestamptz)",
+					 usecs_literal(w->size_us));
 	append_group_by(&sql, w);
 	return sql.data;
 }
@@ -181,8 +194,36 @@ sa_slices_free_plans(SaWindow *w)
 		SPI_freeplan(w->close_plan);
 	if (w->prune_plan)
 		SPI_freeplan(w->prune_plan);
+	if (w->horizon_plan)
+		SPI_freeplan(w->horizon_plan);
 	w->close_plan = NULL;
 	w->prune_plan = NULL;
+	w->horizon_plan = NULL;
+}
+
+/* Store the horizon the view reads: the marker row of the slice table. */
+static void
+set_horizon(SaWindow *w, TimestampTz horizon)
+{
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(horizon)};
+
+	if (w->horizon_plan == NULL)
+	{
+		char	   *sql = psprintf("WITH u AS (UPDATE %s SET window_end = $1 "
+								   "WHERE window_start = '-infinity'::pg_catalog.timestamptz RETURNING 1) "
+								   "INSERT INTO %s (window_start, window_end) "
+								   "SELECT '-infinity'::pg_catalog.timestamptz, $1 "
+								   "WHERE NOT EXISTS (SELECT FROM u)",
+								   w->result_name, w->result_name);
+
+		w->horizon_plan = SPI_prepare(sql, 1, types);
+		if (w->horizon_plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(w->horizon_plan);
+	}
+	if (SPI_execute_plan(w->horizon_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not store the closed horizon of \"%s\"", w->name);
 }
 
 /* After (re)loading: what the committed watermark has materialized. */
@@ -219,47 +260,130 @@ sa_slices_due(SaWorker *w)
 	return false;
 }
 
-/* Materialize the windows starting in [first, last] (first NULL: from the oldest slice). */
+/* Prepare a kept plan or fail. */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * The statements of materializing: one window's rows from its slices
+ * ($1: its start), and deleting the slices in ($1, $2].
+ */
 static void
-close_windows(SaWindow *w, TimestampTz first, bool first_null, TimestampTz last)
+prepare_close(SaWindow *w)
 {
 	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[2] = {TimestampTzGetDatum(first), TimestampTzGetDatum(last)};
-	char		nulls[2] = {first_null ? 'n' : ' ', ' '};
+	char	   *size = usecs_literal(w->size_us);
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (window_start, window_end", w->closed_name);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+		appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
+	appendStringInfo(&sql, ") SELECT $1, ($1 + %s)", size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", sl.%s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		appendStringInfoString(&sql, ", ");
+		append_combined(&sql, w, i);
+	}
+	appendStringInfo(&sql, " FROM %s sl WHERE sl.window_start >= $1 AND sl.window_start < ($1 + %s)",
+					 w->result_name, size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%s sl.%s", i == 0 ? " GROUP BY" : ",",
+						 quote_identifier(w->groups[i].name));
+
+	/*
+	 * Without groups an aggregate over no rows is still a row: an empty
+	 * window has none.  A window is materialized once; only
+	 * reset_offsets(replay => true), which keeps the closed windows and
+	 * forgets the watermark, closes them a second time: they keep their
+	 * rows.
+	 */
+	appendStringInfoString(&sql, " HAVING pg_catalog.count(*) > 0 ON CONFLICT DO NOTHING");
+	w->close_plan = prepare_kept(sql.data, 1, types);
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s WHERE window_start > $1 AND window_start <= $2",
+					 w->result_name);
+	w->prune_plan = prepare_kept(sql.data, 2, types);
+}
+
+/* The first and last slice start (false: no slices). */
+static bool
+slice_range(SaWindow *w, TimestampTz *lo, TimestampTz *hi)
+{
+	bool		lonull;
+	bool		hinull;
+
+	if (SPI_execute(psprintf("SELECT (SELECT pg_catalog.min(window_start) FROM %s "
+							 "WHERE window_start > '-infinity'::pg_catalog.timestamptz), "
+							 "(SELECT pg_catalog.max(window_start) FROM %s)",
+							 w->result_name, w->result_name), true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the slices of \"%s\"", w->name);
+	*lo = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &lonull));
+	*hi = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &hinull));
+	return !lonull && !hinull;
+}
+
+/*
+ * Materialize the windows starting in [first, last] (first_known false:
+ * from the oldest slice on), then delete the slices of their starts.  One
+ * statement per window: usually one window closes at a time, and a
+ * statement over one window's range is planned with what it reads (a
+ * range join over a series of windows was estimated at a thousand windows
+ * and planned, and JIT-compiled, accordingly).
+ */
+static void
+close_windows(SaWindow *w, TimestampTz first, bool first_known, TimestampTz last)
+{
+	Datum		values[2];
+	TimestampTz from = first;
+	TimestampTz to = last;
+	int			save_nestlevel;
 
 	if (w->close_plan == NULL)
+		prepare_close(w);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (!first_known || last > first)
 	{
-		StringInfoData sql;
+		/* several windows: only those that hold a slice */
+		TimestampTz lo;
+		TimestampTz hi;
 
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s (window_start, window_end", w->closed_name);
-		for (int i = 0; i < w->ngroups; i++)
-			appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
-		for (int i = 0; i < w->nuser_aggs; i++)
-			appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
-		appendStringInfoString(&sql, ") ");
-		append_combine_query(&sql, w, w->result_name,
-							 psprintf("GREATEST($1, %s)", first_window_sql(w)),
-							 "LEAST($2, b.hi)");
-		append_group_by(&sql, w);
-		w->close_plan = SPI_prepare(sql.data, 2, types);
-		if (w->close_plan == NULL)
-			elog(ERROR, "could not prepare \"%s\": %s", sql.data, SPI_result_code_string(SPI_result));
-		SPI_keepplan(w->close_plan);
-
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "DELETE FROM %s WHERE window_start <= $2",
-						 w->result_name);
-		w->prune_plan = SPI_prepare(sql.data, 2, types);
-		if (w->prune_plan == NULL)
-			elog(ERROR, "could not prepare \"%s\": %s", sql.data, SPI_result_code_string(SPI_result));
-		SPI_keepplan(w->prune_plan);
+		if (!slice_range(w, &lo, &hi))
+			to = DT_NOBEGIN;
+		else
+		{
+			lo = lo - w->size_us + w->slide_us;
+			from = first_known ? Max(first, lo) : lo;
+			to = Min(last, hi);
+		}
 	}
-	if (SPI_execute_plan(w->close_plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not materialize the closed windows of \"%s\"", w->name);
-	/* no open window reads the slices of these windows' starts, or older */
-	if (SPI_execute_plan(w->prune_plan, values, nulls, false, 0) != SPI_OK_DELETE)
+	for (TimestampTz s = from; s <= to && !TIMESTAMP_NOT_FINITE(to); s += w->slide_us)
+	{
+		values[0] = TimestampTzGetDatum(s);
+		if (SPI_execute_plan(w->close_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not materialize a closed window of \"%s\"", w->name);
+	}
+	/* no open window reads the slices of these windows' starts */
+	values[0] = TimestampTzGetDatum(first_known ? first - w->slide_us : DT_NOBEGIN);
+	values[1] = TimestampTzGetDatum(last);
+	if (SPI_execute_plan(w->prune_plan, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete the slices of \"%s\"", w->name);
+	AtEOXact_GUC(true, save_nestlevel);
 }
 
 /*
@@ -280,21 +404,23 @@ sa_slices_close(SaWorker *w)
 		if (!win->sliced || TIMESTAMP_NOT_FINITE(w->watermark))
 			continue;
 		horizon = w->watermark - win->lateness_us;
-		if (!TIMESTAMP_NOT_FINITE(win->closed_until) && horizon <= win->closed_until)
-			continue;
+		if (!TIMESTAMP_NOT_FINITE(win->closed_until) &&
+			!sa_window_closing(win, win->closed_until, horizon))
+			continue;			/* no window end passed: nothing changes */
 		/* the newest window ending at or before the horizon */
 		last = floor_div(horizon + SA_UNIX_OFFSET_US - win->size_us, win->slide_us) *
 			win->slide_us - SA_UNIX_OFFSET_US;
 		if (TIMESTAMP_NOT_FINITE(win->closed_until))
-			close_windows(win, 0, true, last);
+			close_windows(win, 0, false, last);
 		else
 		{
 			int64		first = (floor_div(win->closed_until + SA_UNIX_OFFSET_US - win->size_us,
 										   win->slide_us) + 1) * win->slide_us - SA_UNIX_OFFSET_US;
 
 			if (first <= last)
-				close_windows(win, first, false, last);
+				close_windows(win, first, true, last);
 		}
+		set_horizon(win, horizon);
 		win->pending_closed = horizon;
 	}
 }

@@ -158,6 +158,7 @@ typedef struct SaWindow
 	TimestampTz pending_closed; /* as the open transaction leaves it */
 	SPIPlanPtr	close_plan;
 	SPIPlanPtr	prune_plan;
+	SPIPlanPtr	horizon_plan;
 
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
@@ -212,7 +213,7 @@ extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
 
 /* slices.c */
 extern char *sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
-								const char *closed, const char *stream);
+								const char *closed);
 extern char *sa_slices_closed_view_sql(const char *view, const char *closed);
 extern void sa_slices_free_plans(SaWindow *w);
 

@@ -215,6 +215,14 @@ sub check_all
 }
 check_all('after a SIGKILL');
 
+# a role granted SELECT on the view reads it whole, with no access to the
+# stream's catalog rows
+q1("CREATE ROLE reader; GRANT SELECT ON hop_w, hop_w_final TO reader");
+is(q1("SET ROLE reader; SELECT count(*) FROM hop_w"), q1("SELECT count(*) FROM ($hop_truth) t"),
+	'a reader with SELECT on the view sees every row');
+is(q1("SET ROLE reader; SELECT count(*) FROM hop_w_final"), q1("SELECT count(*) FROM hop_w_final"),
+	'and every final row');
+
 # notifications: for both hopping windows, the last one covers every final row
 my $out = $listener->query_safe('SELECT 1');
 for my $w (qw(hop_w hop_all))
