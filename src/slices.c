@@ -103,67 +103,23 @@ append_combined(StringInfo sql, SaWindow *w, int i)
 }
 
 /*
- * SELECT window_start, window_end, groups, aggregates of the windows
- * starting in [from, to] (SQL expressions that may use b.lo and b.hi, the
- * first and last slice, and b.horizon), combined from the slices; the
- * caller appends WHERE conditions on s.ws (the window start) and then the
- * GROUP BY that append_group_by writes.
- */
-static void
-append_combine_query(StringInfo sql, SaWindow *w, const char *slices,
-					 const char *from, const char *to)
-{
-	char	   *size = usecs_literal(w->size_us);
-	char	   *slide = usecs_literal(w->slide_us);
-
-	appendStringInfo(sql, "SELECT s.ws, (s.ws + %s)", size);
-	for (int i = 0; i < w->ngroups; i++)
-		appendStringInfo(sql, ", sl.%s", quote_identifier(w->groups[i].name));
-	for (int i = 0; i < w->nuser_aggs; i++)
-	{
-		appendStringInfoString(sql, ", ");
-		append_combined(sql, w, i);
-	}
-	appendStringInfo(sql, " FROM (SELECT "
-					 "(SELECT pg_catalog.min(window_start) FROM %s "
-					 "WHERE window_start > '-infinity'::pg_catalog.timestamptz) AS lo, "
-					 "(SELECT pg_catalog.max(window_start) FROM %s) AS hi, "
-					 "(SELECT window_end FROM %s "
-					 "WHERE window_start = '-infinity'::pg_catalog.timestamptz) AS horizon) b "
-					 "CROSS JOIN LATERAL pg_catalog.generate_series(%s, %s, %s) AS s(ws) "
-					 "JOIN %s sl ON sl.window_start >= s.ws "
-					 "AND sl.window_start < (s.ws + %s)",
-					 slices, slices, slices, from, to, slide, slices, size);
-}
-
-static void
-append_group_by(StringInfo sql, SaWindow *w)
-{
-	appendStringInfoString(sql, " GROUP BY s.ws");
-	for (int i = 0; i < w->ngroups; i++)
-		appendStringInfo(sql, ", sl.%s", quote_identifier(w->groups[i].name));
-}
-
-/* The first slice's first window: b.lo - size + slide. */
-static char *
-first_window_sql(SaWindow *w)
-{
-	return psprintf("(b.lo - %s + %s)",
-					usecs_literal(w->size_us), usecs_literal(w->slide_us));
-}
-
-/*
  * CREATE VIEW <name>: the closed windows, then the open ones combined from
  * their slices at read time.  A window is open while its end is after the
  * horizon the worker last materialized up to (the committed watermark
- * minus allowed_lateness).  (Called with w's aggregates already made slice
- * columns.)
+ * minus allowed_lateness).  The series of window starts runs from the
+ * first window holding the first slice an open window can read (its
+ * start after horizon - size: the index scan for it starts past the
+ * slices deleted lately) to the last slice; a condition on window_start
+ * reaches the series, and each window reads its slices by index.  (Called
+ * with w's aggregates already made slice columns.)
  */
 char *
 sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
 				   const char *closed)
 {
 	StringInfoData sql;
+	char	   *size = usecs_literal(w->size_us);
+	char	   *slide = usecs_literal(w->slide_us);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE VIEW %s AS SELECT window_start, window_end", view);
@@ -171,12 +127,31 @@ sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
 		appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
 	for (int i = 0; i < w->nuser_aggs; i++)
 		appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
-	appendStringInfo(&sql, " FROM %s UNION ALL ", closed);
-	append_combine_query(&sql, w, slices, first_window_sql(w), "b.hi");
-	appendStringInfo(&sql, " WHERE (s.ws + %s) > "
-					 "COALESCE(b.horizon, '-infinity'::pg_catalog.timestamptz)",
-					 usecs_literal(w->size_us));
-	append_group_by(&sql, w);
+	appendStringInfo(&sql, " FROM %s UNION ALL SELECT s.ws, (s.ws + %s)", closed, size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", sl.%s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		appendStringInfoString(&sql, ", ");
+		append_combined(&sql, w, i);
+	}
+	appendStringInfo(&sql, " FROM (SELECT "
+					 "(SELECT window_end FROM %s "
+					 "WHERE window_start = '-infinity'::pg_catalog.timestamptz) AS horizon, "
+					 "(SELECT pg_catalog.max(window_start) FROM %s) AS hi) b "
+					 "CROSS JOIN LATERAL pg_catalog.generate_series("
+					 "(SELECT pg_catalog.min(window_start) FROM %s WHERE window_start > "
+					 "COALESCE(b.horizon - %s, '-infinity'::pg_catalog.timestamptz)) - %s + %s, "
+					 "b.hi, %s) AS s(ws) "
+					 "JOIN %s sl ON sl.window_start >= s.ws AND sl.window_start < (s.ws + %s) "
+					 "WHERE (s.ws + %s) > COALESCE(b.horizon, '-infinity'::pg_catalog.timestamptz) "
+					 "GROUP BY s.ws",
+					 slices, slices,
+					 slices, size, size, slide,
+					 slide,
+					 slices, size, size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", sl.%s", quote_identifier(w->groups[i].name));
 	return sql.data;
 }
 
@@ -303,14 +278,8 @@ prepare_close(SaWindow *w)
 		appendStringInfo(&sql, "%s sl.%s", i == 0 ? " GROUP BY" : ",",
 						 quote_identifier(w->groups[i].name));
 
-	/*
-	 * Without groups an aggregate over no rows is still a row: an empty
-	 * window has none.  A window is materialized once; only
-	 * reset_offsets(replay => true), which keeps the closed windows and
-	 * forgets the watermark, closes them a second time: they keep their
-	 * rows.
-	 */
-	appendStringInfoString(&sql, " HAVING pg_catalog.count(*) > 0 ON CONFLICT DO NOTHING");
+	/* without groups an aggregate over no rows is still a row: not ours */
+	appendStringInfoString(&sql, " HAVING pg_catalog.count(*) > 0");
 	w->close_plan = prepare_kept(sql.data, 1, types);
 
 	resetStringInfo(&sql);
@@ -319,20 +288,38 @@ prepare_close(SaWindow *w)
 	w->prune_plan = prepare_kept(sql.data, 2, types);
 }
 
-/* The first and last slice start (false: no slices). */
+/*
+ * The first slice start at or after 'from' and the last one (false: no
+ * such slices).  The index scan for the first starts at 'from', past the
+ * entries of slices deleted lately.  With from unknown (-infinity: the
+ * first materialization since the worker started without a watermark),
+ * windows already in the closed table are left out too: only
+ * reset_offsets(replay => true), which keeps the closed windows and
+ * forgets the watermark, would close them again.
+ */
 static bool
-slice_range(SaWindow *w, TimestampTz *lo, TimestampTz *hi)
+slice_range(SaWindow *w, TimestampTz from, TimestampTz *lo, TimestampTz *hi)
 {
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(from)};
 	bool		lonull;
 	bool		hinull;
+	bool		cnull;
+	TimestampTz closed;
 
-	if (SPI_execute(psprintf("SELECT (SELECT pg_catalog.min(window_start) FROM %s "
-							 "WHERE window_start > '-infinity'::pg_catalog.timestamptz), "
-							 "(SELECT pg_catalog.max(window_start) FROM %s)",
-							 w->result_name, w->result_name), true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(psprintf("SELECT (SELECT pg_catalog.min(window_start) FROM %s "
+									   "WHERE window_start >= $1 "
+									   "AND window_start > '-infinity'::pg_catalog.timestamptz), "
+									   "(SELECT pg_catalog.max(window_start) FROM %s), "
+									   "(SELECT pg_catalog.max(window_start) FROM %s)",
+									   w->result_name, w->result_name, w->closed_name),
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the slices of \"%s\"", w->name);
 	*lo = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &lonull));
 	*hi = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &hinull));
+	closed = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &cnull));
+	if (TIMESTAMP_NOT_FINITE(from) && !cnull && !lonull)
+		*lo = Max(*lo, closed + w->size_us);	/* lo - size + slide > closed */
 	return !lonull && !hinull;
 }
 
@@ -363,7 +350,7 @@ close_windows(SaWindow *w, TimestampTz first, bool first_known, TimestampTz last
 		TimestampTz lo;
 		TimestampTz hi;
 
-		if (!slice_range(w, &lo, &hi))
+		if (!slice_range(w, first_known ? first : DT_NOBEGIN, &lo, &hi))
 			to = DT_NOBEGIN;
 		else
 		{

@@ -8,8 +8,9 @@
  * arguments and filter become executor expressions over the stream's
  * columns (see expr.c).  For every message the worker evaluates them once,
  * works out which windows the event time falls in (tumbling: one; hopping:
- * size/slide of them; no-window: one running row) and folds the row into a
- * hash table keyed by (window_start, group values).  At the end of the
+ * size/slide of them, or the one slice of a sliced hopping window - see
+ * slices.c; no-window: one running row) and folds the row into a hash
+ * table keyed by (window_start, group values).  At the end of the
  * batch sink.c upserts one row per entry, combining it with what the table
  * already holds, so the table always equals the GROUP BY over every
  * message committed so far.

@@ -272,8 +272,34 @@ for my $i (0 .. 7999)
 {
 	push @big, [ 'key' . (($i * 7) % 400), $i % 1000, $base_ms + $i * 250 - (($i * 13) % 7) * 1000 ];
 }
+
+# the worker's private memory while it consumes: one slice group per
+# message, whatever the number of hops (kept per instance, these messages
+# would make 8 million groups, bounded only by streamagg.batch_memory, 64MB)
+sub rss_anon_kb
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/status") or return 0;
+	while (<$fh>) { return $1 if /^RssAnon:\s+(\d+) kB/; }
+	return 0;
+}
+ok(wait_for($node, "SELECT count(*) FROM streamagg.offsets WHERE stream = 'big'", '1', 60), 'big: set up');
+my $bigpid = q1("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_streamagg big/0'");
+my $idle_anon = rss_anon_kb($bigpid);
 send_rows('big', 'hop_big', \@big);
+my $peak_anon = $idle_anon;
+for (1 .. 1200)
+{
+	my $a = rss_anon_kb($bigpid);
+	$peak_anon = $a if $a > $peak_anon;
+	last if q1("SELECT coalesce(sum(next_offset), 0) FROM streamagg.offsets WHERE stream = 'big'") == 8000;
+	select(undef, undef, undef, 0.05);
+}
 consumed('big', 8000, '1000 hops');
+note("1000-hop worker $bigpid: RssAnon idle $idle_anon kB, peak $peak_anon kB");
+cmp_ok($peak_anon - $idle_anon, '<=', 24 * 1024, "the 1000-hop worker's private memory grows by less than 24MB");
+is(q1("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_streamagg big/0'"), $bigpid,
+	'(the same worker did it all)');
 is(differences('big_w', truth('big', 1000, 1, 0, 'k', 'count(*), max(v), avg(v)')), '0',
 	'the 1000-hop window equals the GROUP BY');
 is(late_got('big_w'), late_truth('big', 1000, 1, 0), 'its late dead letters are exact');
