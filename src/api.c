@@ -589,11 +589,13 @@ create_sliced(SaWindow *w, RangeVar *rv, Oid *slice_rel, Oid *closed_rel)
 	SPI_execute(sa_window_create_sql(w, qualclosed, false), false, 0);
 	*closed_rel = companion_oid(rv, closed);
 	sa_window_slice_aggs(w);
+	if (w->chain)
+		SPI_execute(sa_slices_chain_columns_sql(w, qualclosed), false, 0);
 	SPI_execute(sa_window_create_sql(w, qualslices, false), false, 0);
 	*slice_rel = companion_oid(rv, slices);
 	SPI_execute(sa_slices_view_sql(w, qualname, qualslices, qualclosed), false, 0);
 	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
-	SPI_execute(sa_slices_closed_view_sql(quote_qualified_identifier(rv->schemaname, final),
+	SPI_execute(sa_slices_closed_view_sql(w, quote_qualified_identifier(rv->schemaname, final),
 										  qualclosed), false, 0);
 }
 

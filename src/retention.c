@@ -77,6 +77,10 @@ sa_run_retention(SaWorker *w)
 		if (win->retention_us < 0 || now - win->retention_done < USECS_PER_SEC)
 			continue;
 		win->retention_done = now;
+		/* a chained window's last closed window may go: the next is put together anew */
+		if (win->sliced && !TIMESTAMP_NOT_FINITE(win->closed_until) &&
+			w->committed_watermark - win->retention_us > win->closed_until - win->slide_us)
+			win->chain_ok = false;
 		do
 		{
 			TimestampTz wm;

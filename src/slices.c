@@ -155,11 +155,69 @@ sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
 	return sql.data;
 }
 
+/* The columns of a result table: window_start, window_end, groups, aggregates. */
+static void
+append_user_columns(StringInfo sql, SaWindow *w, const char *prefix)
+{
+	appendStringInfo(sql, "%swindow_start, %swindow_end", prefix, prefix);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(sql, ", %s%s", prefix, quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+		appendStringInfo(sql, ", %s%s", prefix, quote_identifier(w->aggs[i].name));
+}
+
 /* CREATE VIEW <name>_final: the materialized windows, all final. */
 char *
-sa_slices_closed_view_sql(const char *view, const char *closed)
+sa_slices_closed_view_sql(SaWindow *w, const char *view, const char *closed)
 {
-	return psprintf("CREATE VIEW %s AS SELECT * FROM %s", view, closed);
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE VIEW %s AS SELECT ", view);
+	append_user_columns(&sql, w, "");
+	appendStringInfo(&sql, " FROM %s", closed);
+	return sql.data;
+}
+
+/*
+ * The names of a chained window's closed table's hidden columns, with
+ * prefix, comma first: count(*), then per sum its count, per avg its sum
+ * and count.
+ */
+static void
+append_hidden_columns(StringInfo sql, SaWindow *w, const char *prefix)
+{
+	appendStringInfo(sql, ", %s%s", prefix, quote_identifier(w->aggs[w->rows_col].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		if (w->sum_count[i] >= 0)
+			appendStringInfo(sql, ", %s%s", prefix, quote_identifier(w->aggs[w->sum_count[i]].name));
+		if (w->avg_count[i] >= 0)
+			appendStringInfo(sql, ", %s%s, %s%s", prefix, quote_identifier(w->avg_sum_name[i]),
+							 prefix, quote_identifier(w->aggs[w->avg_count[i]].name));
+	}
+}
+
+/* ALTER TABLE <name>_closed: the hidden columns a chained window needs. */
+char *
+sa_slices_chain_columns_sql(SaWindow *w, const char *closed)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s ADD COLUMN %s bigint", closed,
+					 quote_identifier(w->aggs[w->rows_col].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		if (w->sum_count[i] >= 0)
+			appendStringInfo(&sql, ", ADD COLUMN %s bigint",
+							 quote_identifier(w->aggs[w->sum_count[i]].name));
+		if (w->avg_count[i] >= 0)
+			appendStringInfo(&sql, ", ADD COLUMN %s numeric, ADD COLUMN %s bigint",
+							 quote_identifier(w->avg_sum_name[i]),
+							 quote_identifier(w->aggs[w->avg_count[i]].name));
+	}
+	return sql.data;
 }
 
 void
@@ -171,9 +229,12 @@ sa_slices_free_plans(SaWindow *w)
 		SPI_freeplan(w->prune_plan);
 	if (w->horizon_plan)
 		SPI_freeplan(w->horizon_plan);
+	if (w->chain_plan)
+		SPI_freeplan(w->chain_plan);
 	w->close_plan = NULL;
 	w->prune_plan = NULL;
 	w->horizon_plan = NULL;
+	w->chain_plan = NULL;
 }
 
 /* Store the horizon the view reads: the marker row of the slice table. */
@@ -212,6 +273,9 @@ sa_slices_setup(SaWorker *w)
 		win->closed_until = TIMESTAMP_NOT_FINITE(w->watermark) ? DT_NOBEGIN :
 			w->watermark - win->lateness_us;
 		win->pending_closed = win->closed_until;
+		/* the first window closed after a (re)start is put together from its slices */
+		win->chain_ok = win->pending_chain_ok = false;
+		win->dirty = win->pending_dirty = false;
 	}
 }
 
@@ -259,11 +323,10 @@ prepare_close(SaWindow *w)
 	StringInfoData sql;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "INSERT INTO %s (window_start, window_end", w->closed_name);
-	for (int i = 0; i < w->ngroups; i++)
-		appendStringInfo(&sql, ", %s", quote_identifier(w->groups[i].name));
-	for (int i = 0; i < w->nuser_aggs; i++)
-		appendStringInfo(&sql, ", %s", quote_identifier(w->aggs[i].name));
+	appendStringInfo(&sql, "INSERT INTO %s (", w->closed_name);
+	append_user_columns(&sql, w, "");
+	if (w->chain)
+		append_hidden_columns(&sql, w, "");
 	appendStringInfo(&sql, ") SELECT $1, ($1 + %s)", size);
 	for (int i = 0; i < w->ngroups; i++)
 		appendStringInfo(&sql, ", sl.%s", quote_identifier(w->groups[i].name));
@@ -271,6 +334,21 @@ prepare_close(SaWindow *w)
 	{
 		appendStringInfoString(&sql, ", ");
 		append_combined(&sql, w, i);
+	}
+	if (w->chain)
+	{
+		appendStringInfo(&sql, ", pg_catalog.sum(sl.%s)::pg_catalog.int8",
+						 quote_identifier(w->aggs[w->rows_col].name));
+		for (int i = 0; i < w->nuser_aggs; i++)
+		{
+			if (w->sum_count[i] >= 0)
+				appendStringInfo(&sql, ", pg_catalog.sum(sl.%s)::pg_catalog.int8",
+								 quote_identifier(w->aggs[w->sum_count[i]].name));
+			if (w->avg_count[i] >= 0)
+				appendStringInfo(&sql, ", pg_catalog.sum(sl.%s), pg_catalog.sum(sl.%s)::pg_catalog.int8",
+								 quote_identifier(w->aggs[i].name),
+								 quote_identifier(w->aggs[w->avg_count[i]].name));
+		}
 	}
 	appendStringInfo(&sql, " FROM %s sl WHERE sl.window_start >= $1 AND sl.window_start < ($1 + %s)",
 					 w->result_name, size);
@@ -286,6 +364,136 @@ prepare_close(SaWindow *w)
 	appendStringInfo(&sql, "DELETE FROM %s WHERE window_start > $1 AND window_start <= $2",
 					 w->result_name);
 	w->prune_plan = prepare_kept(sql.data, 2, types);
+}
+
+/* A prefix for column aliases that starts no group column's name. */
+static char *
+alias_prefix(SaWindow *w)
+{
+	char	   *prefix = pstrdup("_sa_");
+
+	for (int i = 0; i < w->ngroups; i++)
+		if (strncmp(w->groups[i].name, prefix, strlen(prefix)) == 0)
+		{
+			prefix = psprintf("_%s", prefix);
+			i = -1;
+		}
+	return prefix;
+}
+
+/*
+ * The state of a chained window in relation t, comma first: count(*),
+ * then per aggregate its value and, for sums and averages, its count(x)
+ * (of the closed table when closed, else of the slice table); negated
+ * with sign "-"; with aliases when p (the alias prefix) is given.
+ */
+static void
+append_state(StringInfo sql, SaWindow *w, const char *t, bool closed, const char *sign,
+			 const char *p)
+{
+	appendStringInfo(sql, ", %s%s.%s", sign, t, quote_identifier(w->aggs[w->rows_col].name));
+	if (p)
+		appendStringInfo(sql, " AS %srows", p);
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		const char *value = w->avg_count[i] >= 0 && closed ? w->avg_sum_name[i] : w->aggs[i].name;
+		int			count = w->avg_count[i] >= 0 ? w->avg_count[i] : w->sum_count[i];
+
+		appendStringInfo(sql, ", %s%s.%s", sign, t, quote_identifier(value));
+		if (p)
+			appendStringInfo(sql, " AS %sv%d", p, i);
+		if (count >= 0)
+		{
+			appendStringInfo(sql, ", %s%s.%s", sign, t, quote_identifier(w->aggs[count].name));
+			if (p)
+				appendStringInfo(sql, " AS %sn%d", p, i);
+		}
+	}
+}
+
+/*
+ * A chained window's rows ($1: its start): its predecessor's state, minus
+ * the slice that left it, plus the slice that came in; groups whose rows
+ * all left are gone.
+ */
+static void
+prepare_chain(SaWindow *w)
+{
+	Oid			types[1] = {TIMESTAMPTZOID};
+	char	   *size = usecs_literal(w->size_us);
+	char	   *slide = usecs_literal(w->slide_us);
+	char	   *p = alias_prefix(w);
+	StringInfoData sql;
+	StringInfoData groups;
+
+	initStringInfo(&groups);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&groups, "%s%s", i > 0 ? ", " : "", quote_identifier(w->groups[i].name));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (", w->closed_name);
+	append_user_columns(&sql, w, "");
+	append_hidden_columns(&sql, w, "");
+	appendStringInfo(&sql, ") SELECT $1, ($1 + %s)", size);
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, ", x.%s", quote_identifier(w->groups[i].name));
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		SaAgg	   *a = &w->aggs[i];
+
+		if (w->avg_count[i] >= 0)
+			appendStringInfo(&sql, ", (x.%sv%d / NULLIF(x.%sn%d, 0))", p, i, p, i);
+		else if (w->sum_count[i] >= 0)
+			appendStringInfo(&sql, ", (CASE WHEN x.%sn%d > 0 THEN x.%sv%d END)%s", p, i, p, i,
+							 a->restype == INT8OID ? "::pg_catalog.int8" : "");
+		else
+			appendStringInfo(&sql, ", x.%sv%d::pg_catalog.int8", p, i);
+	}
+	appendStringInfo(&sql, ", x.%srows::pg_catalog.int8", p);
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		if (w->sum_count[i] >= 0)
+			appendStringInfo(&sql, ", x.%sn%d::pg_catalog.int8", p, i);
+		if (w->avg_count[i] >= 0)
+			appendStringInfo(&sql, ", x.%sv%d, x.%sn%d::pg_catalog.int8", p, i, p, i);
+	}
+	appendStringInfoString(&sql, " FROM (SELECT ");
+	appendStringInfoString(&sql, groups.len > 0 ? groups.data : "");
+	appendStringInfo(&sql, "%spg_catalog.sum(%srows) AS %srows", groups.len > 0 ? ", " : "", p, p);
+	for (int i = 0; i < w->nuser_aggs; i++)
+	{
+		appendStringInfo(&sql, ", pg_catalog.sum(%sv%d) AS %sv%d", p, i, p, i);
+		if (w->avg_count[i] >= 0 || w->sum_count[i] >= 0)
+			appendStringInfo(&sql, ", pg_catalog.sum(%sn%d) AS %sn%d", p, i, p, i);
+	}
+	/* the predecessor */
+	appendStringInfoString(&sql, " FROM (SELECT ");
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%st.%s", i > 0 ? ", " : "", quote_identifier(w->groups[i].name));
+	if (w->ngroups == 0)
+		appendStringInfoString(&sql, "NULL::pg_catalog.int4 AS _sa_nothing");
+	append_state(&sql, w, "t", true, "", p);
+	appendStringInfo(&sql, " FROM %s t WHERE t.window_start = ($1 - %s)", w->closed_name, slide);
+	/* minus the slice that left, plus the slice that came in */
+	appendStringInfoString(&sql, " UNION ALL SELECT ");
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%st.%s", i > 0 ? ", " : "", quote_identifier(w->groups[i].name));
+	if (w->ngroups == 0)
+		appendStringInfoString(&sql, "NULL");
+	append_state(&sql, w, "t", false, "-", NULL);
+	appendStringInfo(&sql, " FROM %s t WHERE t.window_start = ($1 - %s)", w->result_name, slide);
+	appendStringInfoString(&sql, " UNION ALL SELECT ");
+	for (int i = 0; i < w->ngroups; i++)
+		appendStringInfo(&sql, "%st.%s", i > 0 ? ", " : "", quote_identifier(w->groups[i].name));
+	if (w->ngroups == 0)
+		appendStringInfoString(&sql, "NULL");
+	append_state(&sql, w, "t", false, "", NULL);
+	appendStringInfo(&sql, " FROM %s t WHERE t.window_start = ($1 + %s - %s)) u",
+					 w->result_name, size, slide);
+	if (w->ngroups > 0)
+		appendStringInfo(&sql, " GROUP BY %s", groups.data);
+	appendStringInfo(&sql, ") x WHERE x.%srows > 0", p);
+	w->chain_plan = prepare_kept(sql.data, 1, types);
 }
 
 /*
@@ -339,8 +547,12 @@ close_windows(SaWindow *w, TimestampTz first, bool first_known, TimestampTz last
 	TimestampTz to = last;
 	int			save_nestlevel;
 
+	bool		chained = w->chain && w->chain_ok && !w->dirty && !w->batch_dirty && first_known;
+
 	if (w->close_plan == NULL)
 		prepare_close(w);
+	if (w->chain && w->chain_plan == NULL)
+		prepare_chain(w);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -361,16 +573,31 @@ close_windows(SaWindow *w, TimestampTz first, bool first_known, TimestampTz last
 	}
 	for (TimestampTz s = from; s <= to && !TIMESTAMP_NOT_FINITE(to); s += w->slide_us)
 	{
+		/*
+		 * Chained from its predecessor, when that is exact: it is in the
+		 * closed table (or empty: the windows skipped above hold no slice)
+		 * and no row went into a slice it shares with this window since it
+		 * was closed - such a row was late for it, and marked the window
+		 * dirty (window.c).
+		 */
 		values[0] = TimestampTzGetDatum(s);
-		if (SPI_execute_plan(w->close_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(chained ? w->chain_plan : w->close_plan, values, NULL, false, 0) !=
+			SPI_OK_INSERT)
 			elog(ERROR, "could not materialize a closed window of \"%s\"", w->name);
+		chained = w->chain;
 	}
-	/* no open window reads the slices of these windows' starts */
-	values[0] = TimestampTzGetDatum(first_known ? first - w->slide_us : DT_NOBEGIN);
-	values[1] = TimestampTzGetDatum(last);
+	/*
+	 * No open window reads the slices of these windows' starts; the last
+	 * one's stays until the next window is closed, which is chained by
+	 * subtracting it.
+	 */
+	values[0] = TimestampTzGetDatum(first_known ? first - 2 * w->slide_us : DT_NOBEGIN);
+	values[1] = TimestampTzGetDatum(last - w->slide_us);
 	if (SPI_execute_plan(w->prune_plan, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete the slices of \"%s\"", w->name);
 	AtEOXact_GUC(true, save_nestlevel);
+	w->pending_chain_ok = w->chain;
+	w->pending_dirty = false;
 }
 
 /*
@@ -388,6 +615,8 @@ sa_slices_close(SaWorker *w)
 		int64		last;
 
 		win->pending_closed = win->closed_until;
+		win->pending_chain_ok = win->chain_ok;
+		win->pending_dirty = win->dirty || win->batch_dirty;
 		if (!win->sliced || TIMESTAMP_NOT_FINITE(w->watermark))
 			continue;
 		horizon = w->watermark - win->lateness_us;
@@ -417,5 +646,11 @@ void
 sa_slices_committed(SaWorker *w)
 {
 	for (int i = 0; i < w->nwindows; i++)
-		w->windows[i]->closed_until = w->windows[i]->pending_closed;
+	{
+		SaWindow   *win = w->windows[i];
+
+		win->closed_until = win->pending_closed;
+		win->chain_ok = win->pending_chain_ok;
+		win->dirty = win->pending_dirty;
+	}
 }

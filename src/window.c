@@ -184,6 +184,7 @@ compile_agg(SaAgg *a, Aggref *ag, const char *text)
 		goto unsupported;
 
 	a->arg = ag->args ? ((TargetEntry *) linitial(ag->args))->expr : NULL;
+	a->argtype = a->arg ? exprType((Node *) a->arg) : InvalidOid;
 	a->collation = ag->inputcollid;
 	a->restype = ag->aggtype;
 	a->statetype = ag->aggtype;
@@ -329,39 +330,102 @@ free_column_name(SaWindow *w, const char *base)
 }
 
 /*
+ * Can the windows of a sliced window be chained: every aggregate exact to
+ * subtract (counts; sums and averages of integers, whose numeric sums
+ * carry no digits after the point that a subtracted row could leave)?
+ */
+static bool
+chainable(SaWindow *w)
+{
+	for (int i = 0; i < w->naggs; i++)
+	{
+		SaAgg	   *a = &w->aggs[i];
+
+		if (a->kind == SA_AGG_MIN || a->kind == SA_AGG_MAX)
+			return false;
+		if ((a->kind == SA_AGG_SUM || a->kind == SA_AGG_AVG) &&
+			a->argtype != INT2OID && a->argtype != INT4OID && a->argtype != INT8OID)
+			return false;
+	}
+	return true;
+}
+
+/* Append a count column for a sliced window (arg NULL: count(*)). */
+static int
+append_count(SaWindow *w, SaAgg *aggs, SaAgg *of, const char *name)
+{
+	int			n = w->naggs;
+
+	if (of)
+		aggs[n] = *of;
+	else
+		memset(&aggs[n], 0, sizeof(SaAgg));
+	aggs[n].kind = of ? SA_AGG_COUNT : SA_AGG_COUNT_STAR;
+	aggs[n].restype = INT8OID;
+	aggs[n].statetype = INT8OID;
+	aggs[n].statelen = 8;
+	aggs[n].statebyval = FLOAT8PASSBYVAL;
+	aggs[n].name = free_column_name(w, name);
+	w->naggs = n + 1;
+	return n;
+}
+
+/*
  * Turn the window's aggregates into the columns of its slice table: an
  * avg is kept as its exact sum (same column) plus count(x) (a column
  * appended at the end), so slices write like a tumbling window without
- * avg state and the window's avg is sum / count over its slices.
+ * avg state and the window's avg is sum / count over its slices.  A
+ * chained window also keeps count(*) and the count(x) of each sum.
  */
 void
 sa_window_slice_aggs(SaWindow *w)
 {
-	int			navg = w->navg;
-	SaAgg	   *aggs = palloc0(sizeof(SaAgg) * (w->naggs + navg));
-	int			n = w->naggs;
+	int			nuser = w->naggs;
+	SaAgg	   *aggs = palloc0(sizeof(SaAgg) * (2 * nuser + 1));
 
 	w->sliced = true;
-	w->nuser_aggs = w->naggs;
-	w->avg_count = palloc(sizeof(int) * Max(w->naggs, 1));
-	memcpy(aggs, w->aggs, sizeof(SaAgg) * w->naggs);
-	for (int i = 0; i < w->nuser_aggs; i++)
+	w->chain = chainable(w);
+	w->nuser_aggs = nuser;
+	w->avg_count = palloc(sizeof(int) * Max(nuser, 1));
+	w->sum_count = palloc(sizeof(int) * Max(nuser, 1));
+	w->avg_sum_name = palloc0(sizeof(char *) * Max(nuser, 1));
+	memcpy(aggs, w->aggs, sizeof(SaAgg) * nuser);
+	w->aggs = aggs;				/* free_column_name looks at the names so far */
+	for (int i = 0; i < nuser; i++)
 	{
-		w->avg_count[i] = -1;
-		if (aggs[i].kind != SA_AGG_AVG)
-			continue;
-		aggs[i].kind = SA_AGG_SUM;
-		aggs[i].restype = aggs[i].statetype;
-		aggs[n] = aggs[i];
-		aggs[n].kind = SA_AGG_COUNT;
-		aggs[n].restype = INT8OID;
-		w->aggs = aggs;			/* free_column_name looks at the names so far */
-		w->naggs = n;
-		aggs[n].name = free_column_name(w, psprintf("%s_count", aggs[i].name));
-		w->avg_count[i] = n++;
+		w->avg_count[i] = w->sum_count[i] = -1;
+		if (aggs[i].kind == SA_AGG_AVG)
+		{
+			aggs[i].kind = SA_AGG_SUM;
+			aggs[i].restype = aggs[i].statetype;
+			w->avg_count[i] = append_count(w, aggs, &aggs[i], psprintf("%s_count", aggs[i].name));
+		}
+		else if (aggs[i].kind == SA_AGG_SUM && w->chain)
+			w->sum_count[i] = append_count(w, aggs, &aggs[i], psprintf("%s_count", aggs[i].name));
 	}
-	w->aggs = aggs;
-	w->naggs = n;
+	if (w->chain)
+	{
+		w->rows_col = append_count(w, aggs, NULL, "_rows");
+		/* the closed table's avg sums: names of neither table's columns */
+		for (int i = 0; i < nuser; i++)
+		{
+			char	   *name;
+			bool		taken;
+
+			if (w->avg_count[i] < 0)
+				continue;
+			name = free_column_name(w, psprintf("%s_sum", aggs[i].name));
+			do
+			{
+				taken = false;
+				for (int j = 0; j < i; j++)
+					taken |= w->avg_sum_name[j] && strcmp(w->avg_sum_name[j], name) == 0;
+				if (taken)
+					name = free_column_name(w, psprintf("_%s", name));
+			} while (taken);
+			w->avg_sum_name[i] = name;
+		}
+	}
 	w->navg = 0;
 }
 
@@ -877,7 +941,12 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 		 * that are open).
 		 */
 		if (w->sliced && open[0])
-			late += sliced_late(w, starts[0], watermark);
+		{
+			int			older = sliced_late(w, starts[0], watermark);
+
+			late += older;
+			w->batch_dirty |= older > 0;	/* closed windows lack it: no chaining */
+		}
 		for (int s = 0; s < n; s++)
 		{
 			SaGroup    *g;
@@ -919,6 +988,7 @@ sa_window_reset(SaWindow *w)
 	w->list = NULL;
 	w->nlist = 0;
 	w->maxlist = 0;
+	w->batch_dirty = false;
 	w->slots = NULL;
 	w->nslots = 0;
 }

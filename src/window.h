@@ -38,6 +38,7 @@ typedef struct SaAgg
 	SaAggKind	kind;
 	Oid			restype;		/* column type in the result table */
 	Oid			statetype;		/* type of the running value (sum for avg) */
+	Oid			argtype;		/* type of the argument as written */
 	int16		statelen;
 	bool		statebyval;
 	Expr	   *arg;			/* NULL for count(*) */
@@ -154,11 +155,29 @@ typedef struct SaWindow
 	char	   *closed_name;
 	int			nuser_aggs;
 	int		   *avg_count;
+
+	/*
+	 * Chained (slices.c): counts, sums and averages over integers are
+	 * exact to subtract, so a window can be its predecessor minus the slice
+	 * that left plus the slice that came in.  The slices keep count(*)
+	 * (rows_col) and count(x) of each sum (sum_count[i]); <name>_closed
+	 * keeps them too, and each avg's sum (avg_sum_name[i]).
+	 */
+	bool		chain;
+	int			rows_col;
+	int		   *sum_count;
+	char	  **avg_sum_name;
+	bool		chain_ok;		/* the last window closed is in closed_rel, exact */
+	bool		dirty;			/* a row late for some windows went into a slice */
+	bool		batch_dirty;	/* ... in the open batch */
+	bool		pending_chain_ok;
+	bool		pending_dirty;
 	TimestampTz closed_until;	/* windows ending at or before are in closed_rel */
 	TimestampTz pending_closed; /* as the open transaction leaves it */
 	SPIPlanPtr	close_plan;
 	SPIPlanPtr	prune_plan;
 	SPIPlanPtr	horizon_plan;
+	SPIPlanPtr	chain_plan;
 
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
@@ -214,7 +233,8 @@ extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
 /* slices.c */
 extern char *sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
 								const char *closed);
-extern char *sa_slices_closed_view_sql(const char *view, const char *closed);
+extern char *sa_slices_closed_view_sql(SaWindow *w, const char *view, const char *closed);
+extern char *sa_slices_chain_columns_sql(SaWindow *w, const char *closed);
 extern void sa_slices_free_plans(SaWindow *w);
 
 /* sink_direct.c */

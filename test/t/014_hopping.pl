@@ -137,10 +137,17 @@ SELECT streamagg.create_window(name => 'hop_w', stream => 'hop', size => '10 min
   aggregates => 'count(*) AS n, count(v) AS nv, sum(v) AS s, min(v) AS mn, max(v) AS mx, avg(v) AS a');
 SELECT streamagg.create_window(name => 'hop_all', stream => 'hop', size => '10 minutes', slide => '2 minutes',
   aggregates => 'count(*) AS n, sum(v) AS s');
+SELECT streamagg.create_window(name => 'hop_c', stream => 'hop', size => '10 minutes', slide => '1 minute',
+  group_by => 'k', allowed_lateness => '2 minutes',
+  aggregates => 'count(v) AS nv, sum(v) AS s, avg(v) AS a, sum(v::int8) AS s8');
 SELECT streamagg.create_window(name => 'hop_tumble', stream => 'hop', size => '1 minute',
   group_by => 'k', aggregates => 'count(*) AS n');
 COMMIT;});
 
+is(q1("SELECT count(*) FROM pg_attribute WHERE attrelid = 'hop_c_closed'::regclass AND attnum > 0"), '12',
+	'a chained window keeps count(*) and the counts and sums it subtracts in its closed table');
+is(q1("SELECT count(*) FROM pg_attribute WHERE attrelid = 'hop_w_closed'::regclass AND attnum > 0"), '9',
+	'a window with min or max does not');
 is(q1("SELECT string_agg(relname || ':' || relkind::text, ' ' ORDER BY relname) FROM pg_class
         WHERE relname ~ '^hop_w' AND relkind IN ('r', 'v')"),
 	'hop_w:v hop_w_closed:r hop_w_final:v hop_w_slices:r',
@@ -188,12 +195,18 @@ consumed('hop', $sent, 'out of order, killed');
 my $hop_truth = truth('hop', 600, 60, 120, 'k',
 	'count(*), count(v), sum(v), min(v), max(v), avg(v)');
 my $all_truth = truth('hop', 600, 120, 0, undef, 'count(*), sum(v)');
+my $chain_truth = truth('hop', 600, 60, 120, 'k', 'count(v), sum(v), avg(v), sum(v::int8)');
 
 sub check_all
 {
 	my ($label) = @_;
 	is(differences('hop_w', $hop_truth), '0', "$label: hop_w equals the GROUP BY over the rows on time");
 	is(differences('hop_all', $all_truth), '0', "$label: hop_all (no groups) equals the GROUP BY");
+	is(differences('hop_c', $chain_truth), '0', "$label: hop_c (windows chained) equals the GROUP BY");
+	is(differences('hop_c_final',
+			"SELECT * FROM ($chain_truth) t WHERE ws + interval '12 minutes' <= streamagg.watermark('hop')"),
+		'0', "$label: hop_c_final holds exactly its closed windows");
+	is(late_got('hop_c'), late_truth('hop', 600, 60, 120), "$label: hop_c's late dead letters are exact");
 	is(differences('hop_tumble', truth('hop', 60, 60, 0, 'k', 'count(*)')), '0',
 		"$label: the tumbling window is right too");
 	my $late = late_truth('hop', 600, 60, 120);
@@ -210,7 +223,7 @@ sub check_all
 		'0', "$label: hop_w_final holds exactly the closed windows");
 	is(q1("SELECT count(*) > 30 FROM hop_w_final"), 't', "$label: many windows are closed");
 	# only slices of open windows are kept
-	is(q1("SELECT count(DISTINCT window_start) <= 13 FROM hop_w_slices"), 't',
+	is(q1("SELECT count(DISTINCT window_start) <= 14 FROM hop_w_slices"), 't',
 		"$label: the slices of closed windows are gone");
 }
 check_all('after a SIGKILL');
@@ -266,7 +279,9 @@ q1(qq{
 SELECT streamagg.create_stream(name => 'big', topic => 'hop_big', brokers => '$brokers',
   columns => 'k text, v int, ts timestamptz', event_time => 'ts');
 SELECT streamagg.create_window(name => 'big_w', stream => 'big', size => '1000 seconds', slide => '1 second',
-  group_by => 'k', aggregates => 'count(*) AS n, max(v) AS m, avg(v) AS a');});
+  group_by => 'k', aggregates => 'count(*) AS n, max(v) AS m, avg(v) AS a');
+SELECT streamagg.create_window(name => 'big_c', stream => 'big', size => '1000 seconds', slide => '1 second',
+  group_by => 'k', aggregates => 'count(*) AS n, sum(v) AS s, avg(v) AS a');});
 my @big;
 for my $i (0 .. 7999)
 {
@@ -303,10 +318,15 @@ is(q1("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_streamagg b
 is(differences('big_w', truth('big', 1000, 1, 0, 'k', 'count(*), max(v), avg(v)')), '0',
 	'the 1000-hop window equals the GROUP BY');
 is(late_got('big_w'), late_truth('big', 1000, 1, 0), 'its late dead letters are exact');
+is(differences('big_c', truth('big', 1000, 1, 0, 'k', 'count(*), sum(v), avg(v)')), '0',
+	'the chained 1000-hop window equals the GROUP BY');
+is(differences('big_c_final', "SELECT * FROM (" . truth('big', 1000, 1, 0, 'k', 'count(*), sum(v), avg(v)')
+	  . ") t WHERE ws + interval '1000 seconds' <= streamagg.watermark('big')"), '0',
+	'and its closed windows are exact');
 is(q1("SELECT count(*) > 0 FROM big_w_final"), 't', 'some of its windows are closed');
-is(q1("SELECT count(DISTINCT window_start) <= 1001 FROM big_w_slices"), 't',
+is(q1("SELECT count(DISTINCT window_start) <= 1002 FROM big_w_slices"), 't',
 	'it keeps at most one slice per open window');
-is(q1("SELECT count(*) <= 1001 * 400 FROM big_w_slices"), 't', 'and at most one row per slice and key');
+is(q1("SELECT count(*) <= 1002 * 400 FROM big_w_slices"), 't', 'and at most one row per slice and key');
 
 # ---------------------------------------------------------------------------
 # 5. Two workers keep a row per window instance.
