@@ -49,6 +49,11 @@ SELECT streamagg.create_window('hopping', 'access', size => '10 minutes', slide 
 SELECT streamagg.create_window('hop_avg', 'access', size => '1 hour', slide => '10 minutes',
     group_by => 'ip', aggregates => 'avg(bytes) AS a, sum(status) AS a_count, count(*) AS n');
 \d hop_avg_slices
+-- Counts and sums of integers: each window is chained from the previous one
+-- (minus the slice that left, plus the one that came in), so the closed
+-- table keeps count(*), the count of each sum and the sum of each avg.
+\d hop_avg_closed
+\d hop_avg_final
 -- A float sum could overflow when slices are added up: one row per window.
 SELECT streamagg.create_window('hop_float', 'access', size => '1 hour', slide => '10 minutes',
     aggregates => 'sum(bytes::float8) AS f');
