@@ -37,6 +37,18 @@
  * slice (the closed ones were materialized without it) and is a 'late'
  * dead letter of the window, as in the per-instance path.
  *
+ * Chaining: putting a window together reads all its slices, S / D times
+ * a slice's groups.  When every aggregate is a count or a sum or avg of
+ * integers (subtraction is exact), window w is window w - D, minus the
+ * slice that left it, plus the slice that came in: the closed table keeps
+ * count(*), each sum's count and each avg's sum for that, and the slice
+ * of the last closed window stays until the next close.  This holds while
+ * no row went into a slice shared by w - D and w after w - D was closed
+ * (such a row was late for w - D: window.c marks the window dirty), and
+ * w - D is in the closed table as this worker closed it (not after a
+ * restart, nor once retention may have deleted it); otherwise w is put
+ * together from its slices.
+ *
  * The moment of materialization needs one writer that orders every row
  * against the window's close: only windows of streams with parallelism 1
  * are sliced (sa_window_sliceable), and only aggregates whose slices add

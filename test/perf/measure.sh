@@ -112,7 +112,10 @@ run_stream() {
 	t1=$(date +%s.%N)
 	pid=$(psql -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name LIKE 'pg_streamagg $name/%'")
 	if [ "${VERIFY:-1}" = 0 ]; then
-		echo "$name: $count messages in $(echo "$t1 - $t0" | bc) s (not verified: VERIFY=0); worker $pid" >&2
+		local read gaps
+		read=$(psql -c "SELECT sum(messages) FROM streamagg.offsets WHERE stream = '$name'")
+		gaps=$(psql -c "SELECT count(*) FROM streamagg.gaps WHERE stream = '$name'")
+		echo "$name: $count messages ($read read, $gaps gaps) in $(echo "$t1 - $t0" | bc) s (not verified: VERIFY=0); worker $pid" >&2
 		WORKER_PIDS=$pid
 		SECONDS_TAKEN=$(echo "$t1 - $t0" | bc)
 		return
