@@ -38,8 +38,10 @@ CREATE TABLE streamagg.streams (
 CREATE TABLE streamagg.windows (
     name             text PRIMARY KEY,
     stream           text NOT NULL REFERENCES streamagg.streams (name),
-    result_table     regclass NOT NULL,
+    result_table     regclass NOT NULL,   -- a view for sliced hopping windows
     state_table      regclass,
+    slice_table      regclass,            -- sliced hopping windows: per-slide partial rows
+    closed_table     regclass,            -- ... and the windows materialized when they closed
     kind             text NOT NULL CHECK (kind IN ('tumbling', 'hopping', 'session', 'global')),
     size             interval,
     slide            interval,

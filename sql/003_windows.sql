@@ -40,6 +40,25 @@ SELECT streamagg.create_window('all_aggs', 'access', size => '1 hour',
 SELECT streamagg.create_window('hopping', 'access', size => '10 minutes', slide => '1 minute',
     group_by => 'kafka_partition', aggregates => 'max(kafka_offset) AS last_offset');
 \d hopping
+-- With one worker a hopping window is kept as slices (one row per slide and
+-- group, an avg as its sum and count) and its windows are put in
+-- hopping_closed as they close; the view hopping shows both.
+\d hopping_slices
+\d hopping_closed
+\d hopping_final
+SELECT streamagg.create_window('hop_avg', 'access', size => '1 hour', slide => '10 minutes',
+    group_by => 'ip', aggregates => 'avg(bytes) AS a, sum(status) AS a_count, count(*) AS n');
+\d hop_avg_slices
+-- Counts and sums of integers: each window is chained from the previous one
+-- (minus the slice that left, plus the one that came in), so the closed
+-- table keeps count(*), the count of each sum and the sum of each avg.
+\d hop_avg_closed
+\d hop_avg_final
+-- A float sum could overflow when slices are added up: one row per window.
+SELECT streamagg.create_window('hop_float', 'access', size => '1 hour', slide => '10 minutes',
+    aggregates => 'sum(bytes::float8) AS f');
+\d hop_float
+SELECT to_regclass('hop_float_slices') AS no_slices;
 -- A slide equal to the size is a tumbling window.
 SELECT streamagg.create_window('slide_eq_size', 'access', size => '5 minutes', slide => '5 minutes');
 \d slide_eq_size
@@ -61,7 +80,8 @@ SELECT streamagg.create_window('reports."Mixed Case"', 'access', size => '1 day'
 \d reports."Mixed Case"
 
 SELECT name, stream, result_table, kind, size, slide, session_gap, group_by,
-       aggregates, filter, allowed_lateness, retention, state_table IS NOT NULL AS has_state
+       aggregates, filter, allowed_lateness, retention, state_table IS NOT NULL AS has_state,
+       slice_table, closed_table
 FROM streamagg.windows ORDER BY name;
 
 -- avg keeps an exact sum and count in a state table in schema streamagg,
@@ -261,6 +281,7 @@ SELECT count(*) AS streams FROM streamagg.streams;
 SELECT count(*) AS windows FROM streamagg.windows;
 SELECT count(*) AS tables FROM pg_class
 WHERE relname IN ('hits_per_ip', 'all_aggs', 'hopping', 'slide_eq_size', 'per_status', 'total')
+   OR relname ~ '^(hopping|hop_avg|hop_float)'
    OR (relnamespace = 'streamagg'::regnamespace AND relname LIKE 'avg_state_%');
 SELECT * FROM streamagg.status;
 

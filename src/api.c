@@ -31,6 +31,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -503,16 +504,23 @@ set_window_timing(SaWindow *w, FunctionCallInfo fcinfo)
 
 static const char *const kind_names[] = {"tumbling", "hopping", "session", "global"};
 
+/* The name of a relation named after the window (suffix "_final", ...). */
 static char *
-final_view_name(const char *relname)
+companion_name(const char *relname, const char *suffix, const char *what)
 {
-	if (strlen(relname) + strlen("_final") >= NAMEDATALEN)
+	if (strlen(relname) + strlen(suffix) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
 				 errmsg("window name \"%s\" is too long", relname),
-				 errdetail("Its view of final windows, %s_final, must fit in %d characters.",
-						   relname, NAMEDATALEN - 1)));
-	return psprintf("%s_final", relname);
+				 errdetail("Its %s, %s%s, must fit in %d characters.",
+						   what, relname, suffix, NAMEDATALEN - 1)));
+	return psprintf("%s%s", relname, suffix);
+}
+
+static char *
+final_view_name(const char *relname)
+{
+	return companion_name(relname, "_final", "view of final windows");
 }
 
 /*
@@ -549,6 +557,46 @@ session_index_sql(SaWindow *w, const char *qualname)
 		appendStringInfo(&sql, "%s, ", quote_identifier(w->groups[i].name));
 	appendStringInfoString(&sql, "window_end)");
 	return sql.data;
+}
+
+/* A relation of the window's schema, created just now: its Oid. */
+static Oid
+companion_oid(RangeVar *rv, const char *relname)
+{
+	RangeVar   *other = copyObject(rv);
+
+	other->relname = (char *) relname;
+	return RangeVarGetRelid(other, NoLock, false);
+}
+
+/*
+ * A sliced hopping window (slices.c): the tables <name>_closed (closed
+ * windows, the layout of a result table) and <name>_slices (per slide;
+ * avg kept as sum and count), the view <name> over both and the view
+ * <name>_final of the closed windows.  Fills w->result_rel (the view) and
+ * the Oids of the two tables.
+ */
+static void
+create_sliced(SaWindow *w, RangeVar *rv, Oid *slice_rel, Oid *closed_rel)
+{
+	char	   *qualname = quote_qualified_identifier(rv->schemaname, rv->relname);
+	char	   *closed = companion_name(rv->relname, "_closed", "table of closed windows");
+	char	   *slices = companion_name(rv->relname, "_slices", "table of slices");
+	char	   *qualclosed = quote_qualified_identifier(rv->schemaname, closed);
+	char	   *qualslices = quote_qualified_identifier(rv->schemaname, slices);
+	char	   *final = final_view_name(rv->relname);
+
+	SPI_execute(sa_window_create_sql(w, qualclosed, false), false, 0);
+	*closed_rel = companion_oid(rv, closed);
+	sa_window_slice_aggs(w);
+	if (w->chain)
+		SPI_execute(sa_slices_chain_columns_sql(w, qualclosed), false, 0);
+	SPI_execute(sa_window_create_sql(w, qualslices, false), false, 0);
+	*slice_rel = companion_oid(rv, slices);
+	SPI_execute(sa_slices_view_sql(w, qualname, qualslices, qualclosed), false, 0);
+	w->result_rel = RangeVarGetRelid(rv, NoLock, false);
+	SPI_execute(sa_slices_closed_view_sql(w, quote_qualified_identifier(rv->schemaname, final),
+										  qualclosed), false, 0);
 }
 
 /*
@@ -646,18 +694,33 @@ compile_window(SaStream *st, const char *name, FunctionCallInfo fcinfo,
 	return w;
 }
 
-/* Create the window's tables as the stream's owner. */
+/*
+ * Create the window's tables as the stream's owner: sliced (the Oids of
+ * its slice and closed tables are set) or one row per window instance.
+ */
 static void
-create_window_tables(SaStream *st, SaWindow *w, RangeVar *rv)
+create_window_tables(SaStream *st, SaWindow *w, RangeVar *rv, bool sliced,
+					 Oid *slice_rel, Oid *closed_rel)
 {
 	SaUserContext uctx;
 
 	sa_enter_owner(st->owner, &uctx);
 	if (w->kind != SA_WIN_GLOBAL)
 		check_free_name(rv, final_view_name(rv->relname), "view of final rows");
-	if (w->navg > 0)
-		check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
-	create_tables(w, rv);
+	if (sliced)
+	{
+		check_free_name(rv, companion_name(rv->relname, "_closed", "table of closed windows"),
+						"table of closed windows");
+		check_free_name(rv, companion_name(rv->relname, "_slices", "table of slices"),
+						"table of slices");
+		create_sliced(w, rv, slice_rel, closed_rel);
+	}
+	else
+	{
+		if (w->navg > 0)
+			check_free_name(rv, psprintf("%s_state", rv->relname), "avg state table");
+		create_tables(w, rv);
+	}
 	sa_leave(&uctx);
 }
 
@@ -673,8 +736,11 @@ sa_create_window(PG_FUNCTION_ARGS)
 	SaStream   *st;
 	SaWindow   *w;
 	Oid			result;
-	Datum		values[13];
-	char		nulls[13] = "            ";
+	Oid			slice_rel = InvalidOid;
+	Oid			closed_rel = InvalidOid;
+	bool		sliced;
+	Datum		values[15];
+	char		nulls[15] = "              ";
 
 	SPI_connect();
 	st = owned_stream(stream);
@@ -694,7 +760,8 @@ sa_create_window(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_TABLE),
 				 errmsg("relation \"%s\" already exists", name),
 				 errhint("The window's name is the name of its result table; choose another name.")));
-	create_window_tables(st, w, rv);
+	sliced = sa_window_sliceable(w, st->parallelism);
+	create_window_tables(st, w, rv, sliced, &slice_rel, &closed_rel);
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(stream);
@@ -712,6 +779,10 @@ sa_create_window(PG_FUNCTION_ARGS)
 	nulls[10] = filter ? ' ' : 'n';
 	values[11] = w->lateness_datum;
 	values[12] = interval_arg(fcinfo, 9, &nulls[12]);
+	values[13] = ObjectIdGetDatum(slice_rel);
+	nulls[13] = sliced ? ' ' : 'n';
+	values[14] = ObjectIdGetDatum(closed_rel);
+	nulls[14] = sliced ? ' ' : 'n';
 	sa_catalog_insert_window(values, nulls);
 	sa_catalog_reset_epoch(stream);
 	result = w->result_rel;		/* w lives in SPI memory */
@@ -733,17 +804,20 @@ drop_relation(Oid relid, const char *kind)
 				false, 0);
 }
 
-/* Drop one window: its definition, result table, final view and state table. */
+/*
+ * Drop one window: its definition, result table (or view), final view,
+ * and its state, slice and closed tables.
+ */
 static void
 drop_window(const char *name)
 {
 	char	   *stream;
 	Oid			result;
-	Oid			state;
+	Oid			rels[3];
 	SaStream   *st;
 	SaUserContext uctx;
 
-	if (!sa_catalog_window_lookup(name, &stream, &result, &state))
+	if (!sa_catalog_window_rels(name, &stream, &result, rels))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("window \"%s\" does not exist", name)));
@@ -758,10 +832,11 @@ drop_window(const char *name)
 
 		if (OidIsValid(view))
 			drop_relation(view, "VIEW");
-		drop_relation(result, "TABLE");
+		drop_relation(result, get_rel_relkind(result) == RELKIND_VIEW ? "VIEW" : "TABLE");
 	}
-	if (OidIsValid(state))
-		drop_relation(state, "TABLE");
+	for (int i = 0; i < 3; i++)
+		if (OidIsValid(rels[i]))
+			drop_relation(rels[i], "TABLE");
 	sa_leave(&uctx);
 	sa_catalog_reset_epoch(stream);
 }
@@ -855,26 +930,33 @@ sa_resume(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Empty a window's result and state tables, as the stream's owner. */
+/* Delete every row of a window's table, if it still exists. */
+static void
+empty_table(Oid relid)
+{
+	if (!OidIsValid(relid) || get_rel_name(relid) == NULL ||
+		get_rel_relkind(relid) == RELKIND_VIEW)
+		return;
+	SPI_execute(psprintf("DELETE FROM %s",
+						 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+													get_rel_name(relid))), false, 0);
+}
+
+/* Empty a window's tables (result, state, slices, closed), as the stream's owner. */
 static void
 empty_window_tables(SaStream *st, const char *window)
 {
 	char	   *stream;
 	Oid			result;
-	Oid			state;
+	Oid			rels[3];
 	SaUserContext uctx;
 
-	if (!sa_catalog_window_lookup(window, &stream, &result, &state))
+	if (!sa_catalog_window_rels(window, &stream, &result, rels))
 		return;
 	sa_enter_owner(st->owner, &uctx);
-	if (get_rel_name(result) != NULL)
-		SPI_execute(psprintf("DELETE FROM %s",
-							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(result)),
-														get_rel_name(result))), false, 0);
-	if (OidIsValid(state) && get_rel_name(state) != NULL)
-		SPI_execute(psprintf("DELETE FROM %s",
-							 quote_qualified_identifier(get_namespace_name(get_rel_namespace(state)),
-														get_rel_name(state))), false, 0);
+	empty_table(result);
+	for (int i = 0; i < 3; i++)
+		empty_table(rels[i]);
 	sa_leave(&uctx);
 }
 

@@ -403,35 +403,51 @@ sa_catalog_window_exists(const char *name)
 void
 sa_catalog_insert_window(Datum *values, const char *nulls)
 {
-	Oid			types[13] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
-		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID};
+	Oid			types[15] = {TEXTOID, TEXTOID, OIDOID, OIDOID, TEXTOID, INTERVALOID, INTERVALOID,
+		INTERVALOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, INTERVALOID, OIDOID, OIDOID};
 
 	run("INSERT INTO streamagg.windows (name, stream, result_table, state_table, "
 		"kind, size, slide, session_gap, group_by, aggregates, filter, "
-		"allowed_lateness, retention) "
+		"allowed_lateness, retention, slice_table, closed_table) "
 		"VALUES ($1, $2, $3::pg_catalog.regclass, $4::pg_catalog.regclass, $5, $6, $7, $8, "
-		"$9, $10, $11, $12, $13)",
-		13, types, values, nulls, false, SPI_OK_INSERT);
+		"$9, $10, $11, $12, $13, $14::pg_catalog.regclass, $15::pg_catalog.regclass)",
+		15, types, values, nulls, false, SPI_OK_INSERT);
 }
 
 /*
- * A window's stream, result table and state table (InvalidOid if none).
- * Returns false when there is no such window.
+ * A window's stream, result table (or view) and its other tables: avg
+ * state, slices, closed windows (InvalidOid where there is none; rels
+ * may be NULL).  Returns false when there is no such window.
  */
 bool
 sa_catalog_window_lookup(const char *name, char **stream, Oid *result, Oid *state)
 {
+	Oid			rels[3];
+
+	if (!sa_catalog_window_rels(name, stream, result, rels))
+		return false;
+	*state = rels[0];
+	return true;
+}
+
+bool
+sa_catalog_window_rels(const char *name, char **stream, Oid *result, Oid *rels)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		isnull;
-	Datum		d;
 
-	if (run_name("SELECT stream, result_table::oid, state_table::oid "
-				 "FROM streamagg.windows WHERE name = $1", name, true, SPI_OK_SELECT) == 0)
+	if (run_name("SELECT stream, result_table::oid, state_table::oid, slice_table::oid, "
+				 "closed_table::oid FROM streamagg.windows WHERE name = $1",
+				 name, true, SPI_OK_SELECT) == 0)
 		return false;
 	*stream = gettext_in(cxt, 0, 1);
 	*result = DatumGetObjectId(getbin(0, 2, &isnull));
-	d = getbin(0, 3, &isnull);
-	*state = isnull ? InvalidOid : DatumGetObjectId(d);
+	for (int i = 0; i < 3; i++)
+	{
+		Datum		d = getbin(0, 3 + i, &isnull);
+
+		rels[i] = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
 	MemoryContextSwitchTo(cxt);
 	return true;
 }
@@ -461,14 +477,15 @@ sa_catalog_window_names(const char *stream)
 /*
  * The window definitions of a stream, left in SPI_tuptable for window.c
  * (columns: name, kind, result_table, state_table, size, slide,
- * session_gap, group_by, aggregates, filter, allowed_lateness, retention).
+ * session_gap, group_by, aggregates, filter, allowed_lateness, retention,
+ * slice_table, closed_table).
  */
 uint64
 sa_catalog_window_rows(const char *stream)
 {
 	return run_name("SELECT name, kind, result_table::oid, state_table::oid, size, slide, "
-					"session_gap, group_by, aggregates, filter, allowed_lateness, retention "
-					"FROM streamagg.windows WHERE stream = $1 ORDER BY created_at, name",
+					"session_gap, group_by, aggregates, filter, allowed_lateness, retention, "
+					"slice_table::oid, closed_table::oid FROM streamagg.windows WHERE stream = $1 ORDER BY created_at, name",
 					stream, true, SPI_OK_SELECT);
 }
 

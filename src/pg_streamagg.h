@@ -290,6 +290,7 @@ extern void sa_catalog_reassign(Oid from, Oid to);
 extern bool sa_catalog_window_exists(const char *name);
 extern void sa_catalog_insert_window(Datum *values, const char *nulls);
 extern bool sa_catalog_window_lookup(const char *name, char **stream, Oid *result, Oid *state);
+extern bool sa_catalog_window_rels(const char *name, char **stream, Oid *result, Oid *rels);
 extern void sa_catalog_delete_window(const char *name);
 extern List *sa_catalog_window_names(const char *stream);
 extern uint64 sa_catalog_window_rows(const char *stream);

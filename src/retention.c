@@ -29,11 +29,13 @@ delete_chunk(SaWorker *w, SaWindow *win, TimestampTz before)
 	Datum		values[1] = {TimestampTzGetDatum(before)};
 	SaUserContext uctx;
 	uint64		deleted;
+	/* a sliced window's rows to expire are its closed windows */
+	const char *table = win->sliced ? win->closed_name : win->result_name;
 
 	sa_enter_owner(w->st->owner, &uctx);
 	SPI_execute_with_args(psprintf("DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 								   "SELECT ctid FROM %s WHERE window_end OPERATOR(pg_catalog.<) $1 LIMIT %d))",
-								   win->result_name, win->result_name, SA_RETENTION_ROWS),
+								   table, table, SA_RETENTION_ROWS),
 						  1, types, values, NULL, false, 0);
 	deleted = SPI_processed;
 	if (win->state_name)
@@ -75,6 +77,10 @@ sa_run_retention(SaWorker *w)
 		if (win->retention_us < 0 || now - win->retention_done < USECS_PER_SEC)
 			continue;
 		win->retention_done = now;
+		/* a chained window's last closed window may go: the next is put together anew */
+		if (win->sliced && !TIMESTAMP_NOT_FINITE(win->closed_until) &&
+			w->committed_watermark - win->retention_us > win->closed_until - win->slide_us)
+			win->chain_ok = false;
 		do
 		{
 			TimestampTz wm;

@@ -139,6 +139,7 @@ sa_window_free_plans(SaWindow *w)
 	free_kept(&w->session_insert_plan);
 	free_kept(&w->session_state_insert_plan);
 	free_kept(&w->load_plan);
+	sa_slices_free_plans(w);
 	sa_session_free_plans(w);
 }
 

@@ -33,8 +33,10 @@
  * NULL constraints, and the current user (the stream's owner) holds
  * SELECT, INSERT and UPDATE on it.  Otherwise the SQL path runs, with all
  * its checks.  Windows with avg (a companion state table), and hopping
- * windows of more than SA_DIRECT_MAX_HOPS hops (their map would hold a row
- * per hop and group), always take the SQL path.  A map that outgrows
+ * windows of more than SA_DIRECT_MAX_HOPS hops kept per instance (their
+ * map would hold a row per hop and group), always take the SQL path; a
+ * sliced hopping window (slices.c) writes its slices like a tumbling
+ * window, avg included (kept there as sum and count).  A map that outgrows
  * SA_DIRECT_MAX_ROWS is dropped and rebuilt window by window, which bounds
  * the worker's memory.
  *
@@ -203,7 +205,10 @@ map_loaded(SaRowMap *m, int64 wstart)
 
 /*
  * Forget the rows of final windows (window_end <= final_until): nothing
- * writes them again.  Survivors move to a fresh context.
+ * writes them again.  Survivors move to a fresh context - once a quarter
+ * of the window starts the map holds are final: a hopping window's map
+ * (its slices: most of its window starts are open, and one closes with
+ * every slide) is not copied over at every slide.
  */
 static void
 map_evict(SaWindow *w)
@@ -214,13 +219,13 @@ map_evict(SaWindow *w)
 	uint32		oldn = m->nslots;
 	int64	   *oldloaded = m->loaded;
 	int			oldnloaded = m->nloaded;
-	bool		any = false;
+	int			final = 0;
 
 	if (TIMESTAMP_NOT_FINITE(w->final_until))
 		return;
 	for (int i = 0; i < m->nloaded; i++)
-		any |= m->loaded[i] + w->size_us <= w->final_until;
-	if (!any)
+		final += m->loaded[i] + w->size_us <= w->final_until;
+	if (final == 0 || final * 4 < m->nloaded)
 		return;
 
 	m->cxt = AllocSetContextCreate(GetMemoryChunkContext(w), "streamagg row map",
@@ -594,7 +599,7 @@ sa_direct_flush(SaWindow *w)
 
 	if (!w->sole_writer || w->navg > 0 ||
 		(w->kind != SA_WIN_TUMBLING && w->kind != SA_WIN_HOPPING) ||
-		(w->kind == SA_WIN_HOPPING && w->size_us / w->slide_us > SA_DIRECT_MAX_HOPS) ||
+		(w->kind == SA_WIN_HOPPING && !w->sliced && w->size_us / w->slide_us > SA_DIRECT_MAX_HOPS) ||
 		w->ngroups + 1 > INDEX_MAX_KEYS)
 		return false;
 	if (!callback_registered)

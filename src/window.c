@@ -8,8 +8,9 @@
  * arguments and filter become executor expressions over the stream's
  * columns (see expr.c).  For every message the worker evaluates them once,
  * works out which windows the event time falls in (tumbling: one; hopping:
- * size/slide of them; no-window: one running row) and folds the row into a
- * hash table keyed by (window_start, group values).  At the end of the
+ * size/slide of them, or the one slice of a sliced hopping window - see
+ * slices.c; no-window: one running row) and folds the row into a hash
+ * table keyed by (window_start, group values).  At the end of the
  * batch sink.c upserts one row per entry, combining it with what the table
  * already holds, so the table always equals the GROUP BY over every
  * message committed so far.
@@ -183,6 +184,7 @@ compile_agg(SaAgg *a, Aggref *ag, const char *text)
 		goto unsupported;
 
 	a->arg = ag->args ? ((TargetEntry *) linitial(ag->args))->expr : NULL;
+	a->argtype = a->arg ? exprType((Node *) a->arg) : InvalidOid;
 	a->collation = ag->inputcollid;
 	a->restype = ag->aggtype;
 	a->statetype = ag->aggtype;
@@ -283,6 +285,148 @@ sa_compile_window(SaStream *st, const char *name, const char *group_by,
 		w->filter = (Expr *) coerce_to_boolean(NULL, f, "filter");
 	}
 	return w;
+}
+
+/*
+ * May a hopping window be kept as slices (slices.c)?  Only with one worker
+ * (the moment a window is materialized must come before every row read
+ * after its close, which one worker orders by itself), and only when
+ * combining slices cannot fail where folding rows did not: counts, min,
+ * max, and sums and averages kept in numeric or bigint (sum over int2,
+ * int4, int8 or numeric; avg over those).  A float or interval sum could
+ * overflow when slices are added up even though no single row did; such
+ * windows keep one row per window instance, written row by row.
+ */
+bool
+sa_window_sliceable(SaWindow *w, int parallelism)
+{
+	if (w->kind != SA_WIN_HOPPING || parallelism != 1)
+		return false;
+	for (int i = 0; i < w->naggs; i++)
+		if ((w->aggs[i].kind == SA_AGG_SUM || w->aggs[i].kind == SA_AGG_AVG) &&
+			w->aggs[i].statetype != NUMERICOID && w->aggs[i].statetype != INT8OID)
+			return false;
+	return true;
+}
+
+/* A column name for a slice table that no group or aggregate uses. */
+static char *
+free_column_name(SaWindow *w, const char *base)
+{
+	char	   *name = pstrdup(base);
+
+	for (;;)
+	{
+		bool		taken = strcmp(name, "window_start") == 0 || strcmp(name, "window_end") == 0;
+
+		for (int i = 0; i < w->ngroups; i++)
+			taken |= strcmp(w->groups[i].name, name) == 0;
+		for (int i = 0; i < w->naggs; i++)
+			taken |= strcmp(w->aggs[i].name, name) == 0;
+		if (!taken)
+			return name;
+		name = psprintf("_%s", name);
+	}
+}
+
+/*
+ * Can the windows of a sliced window be chained: every aggregate exact to
+ * subtract (counts; sums and averages of integers, whose numeric sums
+ * carry no digits after the point that a subtracted row could leave)?
+ */
+static bool
+chainable(SaWindow *w)
+{
+	for (int i = 0; i < w->naggs; i++)
+	{
+		SaAgg	   *a = &w->aggs[i];
+
+		if (a->kind == SA_AGG_MIN || a->kind == SA_AGG_MAX)
+			return false;
+		if ((a->kind == SA_AGG_SUM || a->kind == SA_AGG_AVG) &&
+			a->argtype != INT2OID && a->argtype != INT4OID && a->argtype != INT8OID)
+			return false;
+	}
+	return true;
+}
+
+/* Append a count column for a sliced window (arg NULL: count(*)). */
+static int
+append_count(SaWindow *w, SaAgg *aggs, SaAgg *of, const char *name)
+{
+	int			n = w->naggs;
+
+	if (of)
+		aggs[n] = *of;
+	else
+		memset(&aggs[n], 0, sizeof(SaAgg));
+	aggs[n].kind = of ? SA_AGG_COUNT : SA_AGG_COUNT_STAR;
+	aggs[n].restype = INT8OID;
+	aggs[n].statetype = INT8OID;
+	aggs[n].statelen = 8;
+	aggs[n].statebyval = FLOAT8PASSBYVAL;
+	aggs[n].name = free_column_name(w, name);
+	w->naggs = n + 1;
+	return n;
+}
+
+/*
+ * Turn the window's aggregates into the columns of its slice table: an
+ * avg is kept as its exact sum (same column) plus count(x) (a column
+ * appended at the end), so slices write like a tumbling window without
+ * avg state and the window's avg is sum / count over its slices.  A
+ * chained window also keeps count(*) and the count(x) of each sum.
+ */
+void
+sa_window_slice_aggs(SaWindow *w)
+{
+	int			nuser = w->naggs;
+	SaAgg	   *aggs = palloc0(sizeof(SaAgg) * (2 * nuser + 1));
+
+	w->sliced = true;
+	w->chain = chainable(w);
+	w->nuser_aggs = nuser;
+	w->avg_count = palloc(sizeof(int) * Max(nuser, 1));
+	w->sum_count = palloc(sizeof(int) * Max(nuser, 1));
+	w->avg_sum_name = palloc0(sizeof(char *) * Max(nuser, 1));
+	memcpy(aggs, w->aggs, sizeof(SaAgg) * nuser);
+	w->aggs = aggs;				/* free_column_name looks at the names so far */
+	for (int i = 0; i < nuser; i++)
+	{
+		w->avg_count[i] = w->sum_count[i] = -1;
+		if (aggs[i].kind == SA_AGG_AVG)
+		{
+			aggs[i].kind = SA_AGG_SUM;
+			aggs[i].restype = aggs[i].statetype;
+			w->avg_count[i] = append_count(w, aggs, &aggs[i], psprintf("%s_count", aggs[i].name));
+		}
+		else if (aggs[i].kind == SA_AGG_SUM && w->chain)
+			w->sum_count[i] = append_count(w, aggs, &aggs[i], psprintf("%s_count", aggs[i].name));
+	}
+	if (w->chain)
+	{
+		w->rows_col = append_count(w, aggs, NULL, "_rows");
+		/* the closed table's avg sums: names of neither table's columns */
+		for (int i = 0; i < nuser; i++)
+		{
+			char	   *name;
+			bool		taken;
+
+			if (w->avg_count[i] < 0)
+				continue;
+			name = free_column_name(w, psprintf("%s_sum", aggs[i].name));
+			do
+			{
+				taken = false;
+				for (int j = 0; j < i; j++)
+					taken |= w->avg_sum_name[j] && strcmp(w->avg_sum_name[j], name) == 0;
+				if (taken)
+					name = free_column_name(w, psprintf("_%s", name));
+			} while (taken);
+			w->avg_sum_name[i] = name;
+		}
+	}
+	w->navg = 0;
 }
 
 /*
@@ -498,6 +642,13 @@ sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max)
 				int64		last = floor_div(u, w->slide_us) * w->slide_us;
 				int64		first = last;
 
+				if (w->sliced)
+				{
+					/* the one slice that holds t */
+					starts[n++] = last - SA_UNIX_OFFSET_US;
+					break;
+				}
+
 				while (first - w->slide_us + w->size_us > u)
 					first -= w->slide_us;
 				for (int64 s = first; s <= last && n < max; s += w->slide_us)
@@ -549,7 +700,7 @@ new_group(SaWindow *w, uint32 hash, int64 wstart, SaRowInput *in, MemoryContext 
 
 	g->hash = hash;
 	g->wstart = wstart;
-	g->wend = wstart + w->size_us;
+	g->wend = wstart + (w->sliced ? w->slide_us : w->size_us);
 	g->keys = palloc(sizeof(Datum) * Max(w->ngroups, 1));
 	g->keynulls = palloc(sizeof(bool) * Max(w->ngroups, 1));
 	for (int i = 0; i < w->ngroups; i++)
@@ -689,6 +840,22 @@ sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to)
 }
 
 /*
+ * How many of the windows that hold the slice starting at s0, other than
+ * the newest (which starts at s0 and is open), are closed.
+ */
+static int
+sliced_late(SaWindow *w, int64 s0, TimestampTz watermark)
+{
+	int64		oldest = s0 - w->size_us + w->slide_us;
+
+	if (TIMESTAMP_NOT_FINITE(watermark) ||
+		oldest + w->size_us + w->lateness_us > watermark)
+		return 0;
+	return (int) Min(floor_div(watermark - w->lateness_us - w->size_us - oldest, w->slide_us) + 1,
+					 w->size_us / w->slide_us - 1);
+}
+
+/*
  * Fold one evaluated row into every open window it falls in.  Returns how
  * many of its windows were already closed (the row is late for those).
  */
@@ -767,6 +934,19 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 				}
 			}
 		}
+		/*
+		 * A slice is written while its newest window is open; the row is
+		 * still late for its older windows that have closed (they were
+		 * materialized without it, and the slice is read only by windows
+		 * that are open).
+		 */
+		if (w->sliced && open[0])
+		{
+			int			older = sliced_late(w, starts[0], watermark);
+
+			late += older;
+			w->batch_dirty |= older > 0;	/* closed windows lack it: no chaining */
+		}
 		for (int s = 0; s < n; s++)
 		{
 			SaGroup    *g;
@@ -808,6 +988,7 @@ sa_window_reset(SaWindow *w)
 	w->list = NULL;
 	w->nlist = 0;
 	w->maxlist = 0;
+	w->batch_dirty = false;
 	w->slots = NULL;
 	w->nslots = 0;
 }
@@ -967,6 +1148,17 @@ sa_load_windows(SaStream *st)
 		w->lateness_us = interval_col(tup, desc, 11, 0);
 		w->retention_us = interval_col(tup, desc, 12, -1);
 		w->sole_writer = st->parallelism == 1;
+		state = SPI_getbinval(tup, desc, 13, &isnull);
+		if (!isnull)
+		{
+			/* a sliced hopping window: the batch goes into the slices */
+			qualified_relname(w->result_rel, w->name);	/* the view is there */
+			w->result_rel = DatumGetObjectId(state);
+			w->result_name = qualified_relname(w->result_rel, w->name);
+			w->closed_rel = DatumGetObjectId(SPI_getbinval(tup, desc, 14, &isnull));
+			w->closed_name = qualified_relname(w->closed_rel, w->name);
+			sa_window_slice_aggs(w);
+		}
 		sa_window_prepare_exec(w);
 		windows = lappend(windows, w);
 	}

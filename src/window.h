@@ -38,6 +38,7 @@ typedef struct SaAgg
 	SaAggKind	kind;
 	Oid			restype;		/* column type in the result table */
 	Oid			statetype;		/* type of the running value (sum for avg) */
+	Oid			argtype;		/* type of the argument as written */
 	int16		statelen;
 	bool		statebyval;
 	Expr	   *arg;			/* NULL for count(*) */
@@ -141,6 +142,43 @@ typedef struct SaWindow
 	SPIPlanPtr	session_state_insert_plan;
 	List	   *session_take_plans;	/* kept plans by NULL pattern of the group key */
 
+	/*
+	 * Sliced hopping windows (slices.c): the batch is written like a
+	 * tumbling window of size = slide into slice_rel (result_rel and
+	 * result_name then name it too); each window is materialized into
+	 * closed_rel once, when it closes.  aggs are the slice columns: an
+	 * avg becomes its sum, and its count(x) is appended (avg_count[i] is
+	 * that column, -1 for others; nuser_aggs counts the window's own).
+	 */
+	bool		sliced;
+	Oid			closed_rel;
+	char	   *closed_name;
+	int			nuser_aggs;
+	int		   *avg_count;
+
+	/*
+	 * Chained (slices.c): counts, sums and averages over integers are
+	 * exact to subtract, so a window can be its predecessor minus the slice
+	 * that left plus the slice that came in.  The slices keep count(*)
+	 * (rows_col) and count(x) of each sum (sum_count[i]); <name>_closed
+	 * keeps them too, and each avg's sum (avg_sum_name[i]).
+	 */
+	bool		chain;
+	int			rows_col;
+	int		   *sum_count;
+	char	  **avg_sum_name;
+	bool		chain_ok;		/* the last window closed is in closed_rel, exact */
+	bool		dirty;			/* a row late for some windows went into a slice */
+	bool		batch_dirty;	/* ... in the open batch */
+	bool		pending_chain_ok;
+	bool		pending_dirty;
+	TimestampTz closed_until;	/* windows ending at or before are in closed_rel */
+	TimestampTz pending_closed; /* as the open transaction leaves it */
+	SPIPlanPtr	close_plan;
+	SPIPlanPtr	prune_plan;
+	SPIPlanPtr	horizon_plan;
+	SPIPlanPtr	chain_plan;
+
 	/* direct writes (sink_direct.c) */
 	bool		sole_writer;	/* parallelism 1: nobody else writes the table */
 	struct SaRowMap *rows;		/* rows of open windows and where they are */
@@ -183,12 +221,21 @@ extern void sa_window_reset(SaWindow *w);
 extern int	sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max);
 extern char *sa_window_create_sql(SaWindow *w, const char *qualname, bool state);
 extern char *sa_agg_kind_name(SaAggKind kind);
+extern bool sa_window_sliceable(SaWindow *w, int parallelism);
+extern void sa_window_slice_aggs(SaWindow *w);
 extern void sa_merge_values(SaWindow *w, SaAggValue *into, SaAggValue *from, MemoryContext cxt);
 extern void sa_fold_value(SaAgg *a, SaAggValue *v, Datum arg, bool argnull, MemoryContext cxt);
 
 extern uint32 sa_key_hash(SaWindow *w, Datum *keys, bool *nulls);
 extern bool sa_keys_equal(SaWindow *w, Datum *k1, bool *n1, Datum *k2, bool *n2);
 extern uint32 sa_group_hash(uint32 keyhash, int64 wstart);
+
+/* slices.c */
+extern char *sa_slices_view_sql(SaWindow *w, const char *view, const char *slices,
+								const char *closed);
+extern char *sa_slices_closed_view_sql(SaWindow *w, const char *view, const char *closed);
+extern char *sa_slices_chain_columns_sql(SaWindow *w, const char *closed);
+extern void sa_slices_free_plans(SaWindow *w);
 
 /* sink_direct.c */
 extern bool sa_direct_flush(SaWindow *w);

@@ -307,6 +307,7 @@ worker_setup(SaWorker *w)
 			w->watermark - sa_final_horizon(win);
 		win->retention_done = 0;
 	}
+	sa_slices_setup(w);
 	w->had_error_at_start = sa_catalog_has_last_error(w->st->name);
 	sa_commit_xact();
 
@@ -680,6 +681,7 @@ write_batch(SaWorker *w)
 	sa_enter_owner(w->st->owner, &uctx);
 	for (int i = 0; i < w->nwindows; i++)
 		flush_window(w->windows[i]);
+	sa_slices_close(w);
 	sa_leave(&uctx);
 	sa_sink_dead_letters(w);
 	sa_notify_closed_windows(w);
@@ -740,6 +742,7 @@ commit_batch(SaWorker *w)
 			w->parts[i].committed = w->parts[i].next_offset;
 		for (int i = 0; i < w->nwindows; i++)
 			w->windows[i]->final_until = w->windows[i]->pending_until;
+		sa_slices_committed(w);
 		w->committed_watermark = w->watermark;
 		w->last_commit = GetCurrentTimestamp();
 		if (w->batch_count > 0)
@@ -806,6 +809,8 @@ batch_due(SaWorker *w, const rd_kafka_message_t *last)
 	if (w->batch_count >= batch_size(w) || w->dead_bytes >= SA_BATCH_DEAD_BYTES)
 		return true;
 	if (batch_memory_full(w))
+		return true;
+	if (sa_slices_due(w))		/* a window of a sliced window closed */
 		return true;
 	if (last && (part = sa_find_partition(w, last->partition)) != NULL &&
 		last->offset < part->careful_until)

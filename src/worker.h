@@ -172,6 +172,12 @@ extern bool sa_event_time(SaWorker *w, int64 *t, char **error);
 extern void sa_update_watermark(SaWorker *w, TimestampTz now);
 extern void sa_notify_closed_windows(SaWorker *w);
 
+/* slices.c */
+extern void sa_slices_setup(SaWorker *w);
+extern bool sa_slices_due(SaWorker *w);
+extern void sa_slices_close(SaWorker *w);
+extern void sa_slices_committed(SaWorker *w);
+
 /* isolate.c */
 extern int64 sa_careful_until(int32 partition);
 extern void sa_prune_isolation_lists(SaWorker *w);

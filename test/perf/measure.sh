@@ -14,7 +14,8 @@
 # (callgrind: two topics; instructions per message are the difference of
 # the two workers' totals over the difference in messages, so set-up costs
 # cancel out; defaults 50000 / 150000), SIZE / SLIDE (window, seconds;
-# default 60 / tumbling), TS=iso|epoch, PARALLELISM, BATCH (callgrind batch
+# default 60 / tumbling), TS=iso|epoch, PARALLELISM, VERIFY=0 (skip the
+# GROUP BY check: for runs whose expected rows would not fit), BATCH (callgrind batch
 # size, default 50000), PG_CONFIG, KEEP=1 (keep the scratch directory).
 set -euo pipefail
 
@@ -58,8 +59,10 @@ for _ in $(seq 1 300); do [ -e "$WORK/broker/ready" ] && break; sleep 0.1; done
 BROKERS=$(head -n 1 "$WORK/broker/bootstrap")
 
 produce() {	# topic count expect-file
+	local expect=(--expect "$3")
+	[ "${VERIFY:-1}" = 0 ] && expect=()
 	"$PY" "$HERE/gen_access.py" --count "$2" --ts "$TS" --size "$SIZE" --slide "${SLIDE:-0}" \
-		--expect "$3" | "$REPO/test/bin/sa_produce" -b "$BROKERS" -t "$1" -l -z lz4 >/dev/null
+		"${expect[@]}" | "$REPO/test/bin/sa_produce" -b "$BROKERS" -t "$1" -l -z lz4 >/dev/null
 }
 
 as_user "$BIN/initdb" -D "$WORK/pgdata" -A trust -E UTF8 --locale=C.UTF-8 >"$WORK/initdb.log" 2>&1
@@ -108,6 +111,15 @@ run_stream() {
 	done
 	t1=$(date +%s.%N)
 	pid=$(psql -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name LIKE 'pg_streamagg $name/%'")
+	if [ "${VERIFY:-1}" = 0 ]; then
+		local read gaps
+		read=$(psql -c "SELECT sum(messages) FROM streamagg.offsets WHERE stream = '$name'")
+		gaps=$(psql -c "SELECT count(*) FROM streamagg.gaps WHERE stream = '$name'")
+		echo "$name: $count messages ($read read, $gaps gaps) in $(echo "$t1 - $t0" | bc) s (not verified: VERIFY=0); worker $pid" >&2
+		WORKER_PIDS=$pid
+		SECONDS_TAKEN=$(echo "$t1 - $t0" | bc)
+		return
+	fi
 	psql -c "CREATE TABLE ${name}_expect (window_start timestamptz, window_end timestamptz, ip text, hits bigint, bytes numeric)"
 	psql -c "\\copy ${name}_expect FROM '$expect'"
 	local diff

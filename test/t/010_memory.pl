@@ -4,7 +4,9 @@
 #
 # Each message has a key of its own and falls into 1,000 windows (size
 # 1000 seconds, slide 1 second): every message adds 1,000 groups to the
-# batch.  With batch_size and batch_time out of the way, only the memory
+# batch.  (The float sum keeps the window on that path, one row per window
+# instance: a one-worker hopping window of counts, min, max and exact sums
+# is kept as slices instead, one group per message - see 014_hopping.)  With batch_size and batch_time out of the way, only the memory
 # budget closes batches.  The worker's peak resident size (VmHWM, reset
 # through /proc/PID/clear_refs once the worker is set up and idle) must
 # stay within its idle size plus the budget plus a fixed overhead, while
@@ -72,7 +74,7 @@ SELECT streamagg.create_stream(name => 'hop', topic => 'mem_hop', brokers => '$b
   options => '{"streamagg.batch_memory": "${budget_kb}kB"}');
 SELECT streamagg.create_window(name => 'hop_w', stream => 'hop',
   size => '1000 seconds', slide => '1 second', group_by => 'k',
-  allowed_lateness => '1 day', aggregates => 'count(*) AS n, max(v) AS m');});
+  allowed_lateness => '1 day', aggregates => 'count(*) AS n, max(v) AS m, sum(v::float8) AS f');});
 
 my $base_ms = 1_700_000_000_000;
 my $seq     = 0;
@@ -171,7 +173,7 @@ cmp_ok($max_anon - $idle_anon, '<=', $budget_kb + $private_kb,
 my $diff = $node->safe_psql('postgres', q{
 WITH truth AS (
   SELECT ws AS window_start, ws + interval '1000 seconds' AS window_end, k,
-         count(*) AS n, max(v) AS m
+         count(*) AS n, max(v) AS m, sum(v::float8) AS f
     FROM raw, generate_series(date_bin('1 second', ts, 'epoch') - interval '999 seconds',
                               date_bin('1 second', ts, 'epoch'), '1 second') AS ws
    GROUP BY 1, 2, 3)
