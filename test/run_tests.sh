@@ -22,7 +22,7 @@
 #   SKIP_TAP=1                skip the TAP suite
 #   SKIP_BUILD=1              do not rebuild/reinstall (development shortcut)
 #   KEEP_TEST_DIR=1           keep the scratch directory after the run
-#   TAP_JOBS=1                TAP scripts to run at the same time
+#   TAP_JOBS=2                TAP scripts to run at the same time (1: one by one)
 #   TAP_SCRIPT_TIMEOUT=900    seconds before one TAP script is killed
 #   REGRESS_TIMEOUT=900       seconds before the pg_regress run is killed
 #   TEST_USER=name            unprivileged user to run as when invoked as root
@@ -740,7 +740,7 @@ reap_tap_jobs() {
 }
 
 run_tap() {
-	local s jobs=${TAP_JOBS:-1}
+	local s jobs=${TAP_JOBS:-2}
 	case "$jobs" in '' | *[!0-9]* | 0) jobs=1 ;; esac
 	resolve_tap_tests
 	if [ "${#TAP_SCRIPTS[@]}" -eq 0 ]; then
