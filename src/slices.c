@@ -258,7 +258,7 @@ set_horizon(SaWindow *w, TimestampTz horizon)
 
 	if (w->horizon_plan == NULL)
 	{
-		char	   *sql = psprintf("WITH u AS (UPDATE %s SET window_end = $1 "
+		char	   *sql = psprintf("WITH u AS (UPDATE %s SET window_end = GREATEST(window_end, $1) "
 								   "WHERE window_start = '-infinity'::pg_catalog.timestamptz RETURNING 1) "
 								   "INSERT INTO %s (window_start, window_end) "
 								   "SELECT '-infinity'::pg_catalog.timestamptz, $1 "
@@ -274,16 +274,50 @@ set_horizon(SaWindow *w, TimestampTz horizon)
 		elog(ERROR, "could not store the closed horizon of \"%s\"", w->name);
 }
 
-/* After (re)loading: what the committed watermark has materialized. */
+/*
+ * The horizon stored in the marker row, or DT_NOBEGIN.  Read as the owner
+ * (the caller's transaction, connected to SPI).
+ */
+static TimestampTz
+stored_horizon(SaWorker *w, SaWindow *win)
+{
+	SaUserContext uctx;
+	TimestampTz horizon = DT_NOBEGIN;
+
+	sa_enter_owner(w->st->owner, &uctx);
+	if (SPI_execute(psprintf("SELECT window_end FROM %s "
+							 "WHERE window_start = '-infinity'::pg_catalog.timestamptz",
+							 win->result_name), true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			horizon = DatumGetTimestampTz(d);
+	}
+	sa_leave(&uctx);
+	return horizon;
+}
+
+/*
+ * After (re)loading: what is materialized.  That is what the committed
+ * watermark closed, or more after reset_offsets(replay => true), which
+ * forgets the watermark but keeps the closed windows: the stored horizon
+ * never moves back, and replayed rows of closed windows are late for them.
+ */
 void
 sa_slices_setup(SaWorker *w)
 {
 	for (int i = 0; i < w->nwindows; i++)
 	{
 		SaWindow   *win = w->windows[i];
+		TimestampTz stored;
 
 		win->closed_until = TIMESTAMP_NOT_FINITE(w->watermark) ? DT_NOBEGIN :
 			w->watermark - win->lateness_us;
+		if (win->sliced && (stored = stored_horizon(w, win)) > win->closed_until)
+			win->closed_until = stored;
 		win->pending_closed = win->closed_until;
 		/* the first window closed after a (re)start is put together from its slices */
 		win->chain_ok = win->pending_chain_ok = false;

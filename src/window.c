@@ -869,6 +869,16 @@ sa_window_accumulate(SaWindow *w, SaRowInput *in, MemoryContext batchcxt,
 	int			n;
 
 	/*
+	 * A sliced window's rows are late for exactly the windows already
+	 * materialized: the watermark may have moved past more (an idle
+	 * partition, between commits), but those are put together from their
+	 * slices at the next commit, this row included.
+	 */
+	if (w->sliced)
+		watermark = TIMESTAMP_NOT_FINITE(w->closed_until) ? DT_NOBEGIN :
+			Min(watermark, w->closed_until + w->lateness_us);
+
+	/*
 	 * Every window must fit in the timestamp range; checked on the event
 	 * time first (window arithmetic is done in Unix time, 30 years ahead of
 	 * PostgreSQL's epoch) and before anything is folded.

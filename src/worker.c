@@ -663,6 +663,39 @@ flush_window(SaWindow *win)
 }
 
 /*
+ * Materialize the windows of sliced hopping windows that the batch
+ * closed.  A failure there is not the fault of any message of the batch
+ * (a bigint sum overflowing over a whole window, a constraint the owner
+ * added to the closed table): it fails the batch as a stream-level error
+ * (back-off, nothing skipped), never a data error that would isolate the
+ * message that moved the watermark into the dead letters.
+ */
+static void
+close_slices(SaWorker *w)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		sa_slices_close(w);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (sa_is_data_error(edata->sqlerrcode))
+			edata->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		edata->message = psprintf("could not materialize the closed windows of a hopping window: %s",
+								  edata->message);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+}
+
+/*
  * The batch's writes.  The owner context of the batch ends first, so that
  * nothing the owner's code did to settings reaches our own statements:
  * offsets (first: a fenced worker stops before touching window tables),
@@ -681,7 +714,7 @@ write_batch(SaWorker *w)
 	sa_enter_owner(w->st->owner, &uctx);
 	for (int i = 0; i < w->nwindows; i++)
 		flush_window(w->windows[i]);
-	sa_slices_close(w);
+	close_slices(w);
 	sa_leave(&uctx);
 	sa_sink_dead_letters(w);
 	sa_notify_closed_windows(w);
@@ -861,7 +894,7 @@ idle_tick(SaWorker *w)
 	sa_update_watermark(w, now);
 	(void) sa_kafka_skip_markers(w);
 	if ((offsets_ahead(w) || w->watermark > w->committed_watermark) &&
-		TimestampDifferenceExceeds(w->last_commit, now, batch_time_ms(w)))
+		(TimestampDifferenceExceeds(w->last_commit, now, batch_time_ms(w)) || sa_slices_due(w)))
 	{
 		start_batch_xact(w);
 		if (!commit_batch(w))
