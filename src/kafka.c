@@ -392,6 +392,13 @@ sa_kafka_check_compat(SaStream *st)
 	}
 }
 
+/* " (the last broker error)" for an error message, or "". */
+static const char *
+cause_suffix(void)
+{
+	return kafka_error_cause[0] ? psprintf(" (%s)", kafka_error_cause) : "";
+}
+
 /* The last broker error that said more than "all brokers are down". */
 const char *
 sa_kafka_error_cause(void)
@@ -587,10 +594,8 @@ sa_kafka_partitions(SaWorker *w, bool setup)
 		rd_kafka_poll(w->rk, 0);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read the metadata of topic \"%s\" from %s: %s%s%s%s",
-						w->st->topic, w->st->brokers, rd_kafka_err2str(err),
-						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
-						kafka_error_cause[0] ? ")" : "")));
+				 errmsg("could not read the metadata of topic \"%s\" from %s: %s%s",
+						w->st->topic, w->st->brokers, rd_kafka_err2str(err), cause_suffix())));
 	}
 	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
@@ -692,10 +697,8 @@ sa_kafka_resolve_starts(SaWorker *w, int n, const int32 *partitions, const char 
 		rd_kafka_poll(w->rk, 0);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not read where the partitions of topic \"%s\" start (%s): %s%s%s%s",
-						w->st->topic, start_from, rd_kafka_err2str(err),
-						kafka_error_cause[0] ? " (" : "", kafka_error_cause,
-						kafka_error_cause[0] ? ")" : "")));
+				 errmsg("could not read where the partitions of topic \"%s\" start (%s): %s%s",
+						w->st->topic, start_from, rd_kafka_err2str(err), cause_suffix())));
 	}
 }
 

@@ -106,10 +106,11 @@ append_unnest(StringInfo sql, SaArrays *a)
 	appendStringInfoChar(sql, ')');
 }
 
+/* A plan kept across batches (freed by sa_free_kept), or an error. */
 SPIPlanPtr
-sa_prepare_kept(const char *sql, SaArrays *a)
+sa_keep_plan(const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, a->n, a->types);
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
@@ -117,8 +118,14 @@ sa_prepare_kept(const char *sql, SaArrays *a)
 	return plan;
 }
 
-static void
-free_kept(SPIPlanPtr *plan)
+SPIPlanPtr
+sa_prepare_kept(const char *sql, SaArrays *a)
+{
+	return sa_keep_plan(sql, a->n, a->types);
+}
+
+void
+sa_free_kept(SPIPlanPtr *plan)
 {
 	if (*plan)
 		SPI_freeplan(*plan);
@@ -134,11 +141,11 @@ free_kept(SPIPlanPtr *plan)
 void
 sa_window_free_plans(SaWindow *w)
 {
-	free_kept(&w->upsert_plan);
-	free_kept(&w->state_plan);
-	free_kept(&w->session_insert_plan);
-	free_kept(&w->session_state_insert_plan);
-	free_kept(&w->load_plan);
+	sa_free_kept(&w->upsert_plan);
+	sa_free_kept(&w->state_plan);
+	sa_free_kept(&w->session_insert_plan);
+	sa_free_kept(&w->session_state_insert_plan);
+	sa_free_kept(&w->load_plan);
 	sa_slices_free_plans(w);
 	sa_session_free_plans(w);
 }

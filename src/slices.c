@@ -66,20 +66,6 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-/* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
-#define SA_UNIX_OFFSET_US \
-	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
-
-static int64
-floor_div(int64 a, int64 b)
-{
-	int64		q = a / b;
-
-	if ((a % b != 0) && ((a < 0) != (b < 0)))
-		q--;
-	return q;
-}
-
 /*
  * An interval literal of exactly us microseconds, with no days in it:
  * adding it to a timestamptz never depends on the time zone.
@@ -235,18 +221,10 @@ sa_slices_chain_columns_sql(SaWindow *w, const char *closed)
 void
 sa_slices_free_plans(SaWindow *w)
 {
-	if (w->close_plan)
-		SPI_freeplan(w->close_plan);
-	if (w->prune_plan)
-		SPI_freeplan(w->prune_plan);
-	if (w->horizon_plan)
-		SPI_freeplan(w->horizon_plan);
-	if (w->chain_plan)
-		SPI_freeplan(w->chain_plan);
-	w->close_plan = NULL;
-	w->prune_plan = NULL;
-	w->horizon_plan = NULL;
-	w->chain_plan = NULL;
+	sa_free_kept(&w->close_plan);
+	sa_free_kept(&w->prune_plan);
+	sa_free_kept(&w->horizon_plan);
+	sa_free_kept(&w->chain_plan);
 }
 
 /* Store the horizon the view reads: the marker row of the slice table. */
@@ -265,10 +243,7 @@ set_horizon(SaWindow *w, TimestampTz horizon)
 								   "WHERE NOT EXISTS (SELECT FROM u)",
 								   w->result_name, w->result_name);
 
-		w->horizon_plan = SPI_prepare(sql, 1, types);
-		if (w->horizon_plan == NULL)
-			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(w->horizon_plan);
+		w->horizon_plan = sa_keep_plan(sql, 1, types);
 	}
 	if (SPI_execute_plan(w->horizon_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store the closed horizon of \"%s\"", w->name);
@@ -345,18 +320,6 @@ sa_slices_due(SaWorker *w)
 	return false;
 }
 
-/* Prepare a kept plan or fail. */
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * The statements of materializing: one window's rows from its slices
  * ($1: its start), and deleting the slices in ($1, $2].
@@ -404,12 +367,12 @@ prepare_close(SaWindow *w)
 
 	/* without groups an aggregate over no rows is still a row: not ours */
 	appendStringInfoString(&sql, " HAVING pg_catalog.count(*) > 0");
-	w->close_plan = prepare_kept(sql.data, 1, types);
+	w->close_plan = sa_keep_plan(sql.data, 1, types);
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql, "DELETE FROM %s WHERE window_start > $1 AND window_start <= $2",
 					 w->result_name);
-	w->prune_plan = prepare_kept(sql.data, 2, types);
+	w->prune_plan = sa_keep_plan(sql.data, 2, types);
 }
 
 /* A prefix for column aliases that starts no group column's name. */
@@ -539,7 +502,7 @@ prepare_chain(SaWindow *w)
 	if (w->ngroups > 0)
 		appendStringInfo(&sql, " GROUP BY %s", groups.data);
 	appendStringInfo(&sql, ") x WHERE x.%srows > 0", p);
-	w->chain_plan = prepare_kept(sql.data, 1, types);
+	w->chain_plan = sa_keep_plan(sql.data, 1, types);
 }
 
 /*
@@ -670,13 +633,13 @@ sa_slices_close(SaWorker *w)
 			!sa_window_closing(win, win->closed_until, horizon))
 			continue;			/* no window end passed: nothing changes */
 		/* the newest window ending at or before the horizon */
-		last = floor_div(horizon + SA_UNIX_OFFSET_US - win->size_us, win->slide_us) *
+		last = sa_floor_div(horizon + SA_UNIX_OFFSET_US - win->size_us, win->slide_us) *
 			win->slide_us - SA_UNIX_OFFSET_US;
 		if (TIMESTAMP_NOT_FINITE(win->closed_until))
 			close_windows(win, 0, false, last);
 		else
 		{
-			int64		first = (floor_div(win->closed_until + SA_UNIX_OFFSET_US - win->size_us,
+			int64		first = (sa_floor_div(win->closed_until + SA_UNIX_OFFSET_US - win->size_us,
 										   win->slide_us) + 1) * win->slide_us - SA_UNIX_OFFSET_US;
 
 			if (first <= last)

@@ -608,20 +608,6 @@ sa_window_eval(SaWindow *w, ExprContext *econtext, SaRowInput *in)
 	return true;
 }
 
-static int64
-floor_div(int64 a, int64 b)
-{
-	int64		q = a / b;
-
-	if ((a % b != 0) && ((a < 0) != (b < 0)))
-		q--;
-	return q;
-}
-
-/* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
-#define SA_UNIX_OFFSET_US \
-	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
-
 /*
  * The starts of the windows that hold event time t, oldest first.
  * Returns how many (at most max).
@@ -635,11 +621,11 @@ sa_window_starts(SaWindow *w, int64 t, int64 *starts, int max)
 	switch (w->kind)
 	{
 		case SA_WIN_TUMBLING:
-			starts[n++] = floor_div(u, w->size_us) * w->size_us - SA_UNIX_OFFSET_US;
+			starts[n++] = sa_floor_div(u, w->size_us) * w->size_us - SA_UNIX_OFFSET_US;
 			break;
 		case SA_WIN_HOPPING:
 			{
-				int64		last = floor_div(u, w->slide_us) * w->slide_us;
+				int64		last = sa_floor_div(u, w->slide_us) * w->slide_us;
 				int64		first = last;
 
 				if (w->sliced)
@@ -835,8 +821,8 @@ sa_window_closing(SaWindow *w, TimestampTz from, TimestampTz to)
 	if (w->kind == SA_WIN_SESSION || TIMESTAMP_NOT_FINITE(from))
 		return true;
 	/* window ends are k * slide + size (Unix time) */
-	return floor_div(to + SA_UNIX_OFFSET_US - w->size_us, w->slide_us) !=
-		floor_div(from + SA_UNIX_OFFSET_US - w->size_us, w->slide_us);
+	return sa_floor_div(to + SA_UNIX_OFFSET_US - w->size_us, w->slide_us) !=
+		sa_floor_div(from + SA_UNIX_OFFSET_US - w->size_us, w->slide_us);
 }
 
 /*
@@ -851,7 +837,7 @@ sliced_late(SaWindow *w, int64 s0, TimestampTz watermark)
 	if (TIMESTAMP_NOT_FINITE(watermark) ||
 		oldest + w->size_us + w->lateness_us > watermark)
 		return 0;
-	return (int) Min(floor_div(watermark - w->lateness_us - w->size_us - oldest, w->slide_us) + 1,
+	return (int) Min(sa_floor_div(watermark - w->lateness_us - w->size_us - oldest, w->slide_us) + 1,
 					 w->size_us / w->slide_us - 1);
 }
 

@@ -13,6 +13,21 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 
+/* usecs between 1970-01-01 and 2000-01-01: window starts align to Unix time */
+#define SA_UNIX_OFFSET_US \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+/* a / b rounded towards minus infinity */
+static inline int64
+sa_floor_div(int64 a, int64 b)
+{
+	int64		q = a / b;
+
+	if ((a % b != 0) && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
 typedef enum SaWindowKind
 {
 	SA_WIN_TUMBLING,
@@ -250,6 +265,8 @@ extern void sa_session_free_plans(SaWindow *w);
 extern void sa_window_flush(SaWindow *w);
 extern void sa_add_array(SaArrays *a, Oid elemtype, Datum *elems, bool *nulls, int count);
 extern SPIPlanPtr sa_prepare_kept(const char *sql, SaArrays *a);
+extern SPIPlanPtr sa_keep_plan(const char *sql, int nargs, Oid *types);
+extern void sa_free_kept(SPIPlanPtr *plan);
 extern void sa_window_free_plans(SaWindow *w);
 extern Datum sa_avg_final(SaAgg *a, Datum sum, int64 count);
 

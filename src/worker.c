@@ -633,6 +633,25 @@ reset_batch(SaWorker *w)
 }
 
 /*
+ * In a PG_CATCH block: raise the error again with what was being done in
+ * front of its message, keeping its error code, or making it a
+ * stream-level error (not the fault of any message) when stream_level.
+ */
+static void
+rethrow_prefixed(MemoryContext cxt, const char *prefix, bool stream_level)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	if (stream_level && sa_is_data_error(edata->sqlerrcode))
+		edata->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+	edata->message = psprintf("%s: %s", prefix, edata->message);
+	ReThrowError(edata);
+}
+
+/*
  * Write one window's rows.  An error says which window and which table it
  * came from: the user may have dropped or altered the table, and the bare
  * message ("could not open relation with OID ...", "operator does not
@@ -650,14 +669,8 @@ flush_window(SaWindow *win)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		edata->message = psprintf("window \"%s\" could not write to table %s: %s",
-								  win->name, win->result_name, edata->message);
-		ReThrowError(edata);
+		rethrow_prefixed(cxt, psprintf("window \"%s\" could not write to table %s",
+									   win->name, win->result_name), false);
 	}
 	PG_END_TRY();
 }
@@ -681,16 +694,7 @@ close_slices(SaWorker *w)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		if (sa_is_data_error(edata->sqlerrcode))
-			edata->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
-		edata->message = psprintf("could not materialize the closed windows of a hopping window: %s",
-								  edata->message);
-		ReThrowError(edata);
+		rethrow_prefixed(cxt, "could not materialize the closed windows of a hopping window", true);
 	}
 	PG_END_TRY();
 }
